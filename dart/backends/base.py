@@ -1,0 +1,80 @@
+"""The contract every backend follows, so one :class:`~dart.detector.Detector` runs on any of them.
+
+A backend runs the two exportable stages on its device:
+
+- ``backbone(pixel_values [B, 3, S, S]) -> (fpn_4x, fpn_2x, fpn_1x)``
+- ``encdec(features, text [C, T, D], text_mask [C, T], return_state) -> {"logits" [B, C, Q],
+  "boxes" [B, C, Q, 4] normalised xyxy, "presence" [B, C]}`` (+ opaque state for masks)
+- ``masks(features, state, text, text_mask, pairs [P, 2]) -> mask logits [P, Q, h, w]`` (optional)
+- ``encode_text(names) -> (features [C, T, D], mask [C, T])`` on the CPU in float32 (optional: engine
+  backends run from a text cache instead)
+
+and describes itself: ``name``, ``device``, ``dtype``, ``imgsz``, ``fingerprint``, ``max_classes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from dart.errors import DependencyError, InputError
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    imgsz: int
+    fingerprint: str
+    max_classes: int | None  # the most classes one encdec call takes (None: any)
+    supports_masks: bool
+    has_text_encoder: bool
+
+    def backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+
+    def encdec(
+        self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor, return_state: bool = False
+    ) -> dict[str, torch.Tensor]: ...
+
+    def masks(
+        self,
+        features: tuple[torch.Tensor, ...],
+        state: dict[str, torch.Tensor],
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        pairs: torch.Tensor,
+    ) -> torch.Tensor: ...
+
+    def encode_text(self, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda``/``cuda:N`` are checked, with a sentence."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(str(device))
+    except RuntimeError as exc:
+        raise InputError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N.") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DependencyError(f"device '{device}' was requested but CUDA is not available here; use --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s).")
+    elif dev.type not in {"cpu", "mps"}:
+        raise InputError(f"unsupported device '{device}': use auto, cpu, cuda or cuda:N.")
+    return dev
+
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}': use fp32, fp16 or bf16.")
+    if precision == "fp16" and device.type == "cpu":
+        raise InputError("fp16 needs a CUDA device; on the CPU use --precision fp32 or bf16.")
+    return PRECISIONS[precision]

@@ -1,0 +1,81 @@
+"""The PyTorch backend: SAM3's own modules in eager mode, optionally ``torch.compile``-d, in fp32/fp16/bf16."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from dart.backends.base import resolve_device, resolve_precision
+from dart.errors import InputError
+from dart.models.sam3 import image_size, text_max_length
+from dart.stages import BackboneStage, EncDecStage, TextStage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dart.models.loading import LoadedSam3
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+class TorchBackend:
+    name = "torch"
+    supports_masks = True
+    has_text_encoder = True
+    max_classes: int | None = None
+
+    def __init__(self, loaded: LoadedSam3, *, device: str | torch.device = "auto", precision: str = "fp32",
+                 compile: str | None = None):
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.precision = precision
+        self.loaded = loaded
+        self.fingerprint = loaded.fingerprint
+        model = loaded.model
+        self.imgsz = image_size(model)
+        self.text_length = text_max_length(model)
+        self._tokenizer = None
+        self.text_stage = TextStage(model).to(self.device).eval()  # text stays fp32: it runs once per class list
+        self.backbone_stage = BackboneStage(model).to(self.device, self.dtype).eval()
+        self.encdec_stage = EncDecStage(model, self.imgsz).to(self.device, self.dtype).eval()
+        self.compile_mode = compile
+        self._backbone = self.backbone_stage
+        self._encdec = self.encdec_stage
+        if compile is not None:
+            if compile not in COMPILE_MODES:
+                raise InputError(f"unknown compile mode '{compile}': use {', '.join(COMPILE_MODES)}.")
+            self._backbone = torch.compile(self.backbone_stage, mode=compile)
+            self._encdec = torch.compile(self.encdec_stage, mode=compile, dynamic=True)
+
+    @torch.inference_mode()
+    def backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._backbone(pixel_values.to(self.device, self.dtype))
+
+    @torch.inference_mode()
+    def encdec(self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor,
+               return_state: bool = False) -> dict[str, torch.Tensor]:
+        text = text.to(self.device, self.dtype)
+        text_mask = text_mask.to(self.device)
+        return self._encdec(*features, text, text_mask, return_state=return_state)
+
+    @torch.inference_mode()
+    def masks(self, features: tuple[torch.Tensor, ...], state: dict[str, torch.Tensor], text: torch.Tensor,
+              text_mask: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        text = text.to(self.device, self.dtype)
+        return self.encdec_stage.masks(features, state, text, text_mask.to(self.device), pairs.to(self.device))
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = self.loaded.tokenizer()
+        return self._tokenizer
+
+    def tokenize(self, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.tokenizer()(list(names), padding="max_length", max_length=self.text_length, truncation=True,
+                                  return_tensors="pt")
+        return tokens["input_ids"], tokens["attention_mask"]
+
+    @torch.inference_mode()
+    def encode_text(self, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids, attention_mask = self.tokenize(names)
+        features = self.text_stage(input_ids.to(self.device), attention_mask.to(self.device))
+        return features.float().cpu(), attention_mask.bool()

@@ -1,0 +1,72 @@
+"""Option definitions shared by the subcommands (one place for each flag's name, default and help)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dart.models.loading import DEFAULT_CHECKPOINT
+from dart.models.sam3 import DEFAULT_IMGSZ
+
+MODEL = "Model"
+DETECTION = "Detection"
+SPEED = "Precision and speed"
+
+Checkpoint = Annotated[str, typer.Option(
+    "--checkpoint", "-m", rich_help_panel=MODEL,
+    help="SAM3 weights: a hub repo id, a transformers folder, a .safetensors file or Meta's sam3.pt.")]
+Tokenizer = Annotated[Optional[str], typer.Option(
+    "--tokenizer", rich_help_panel=MODEL,
+    help="Tokenizer folder or hub id, when the checkpoint has none beside it (default: facebook/sam3's).")]
+Classes = Annotated[Optional[list[str]], typer.Option(
+    "--classes", "-c", rich_help_panel=DETECTION,
+    help="Class names to detect (repeat the flag or separate with commas), e.g. -c person -c car.")]
+ClassesFile = Annotated[Optional[Path], typer.Option(
+    "--classes-file", rich_help_panel=DETECTION, help="Text file with one class name per line.")]
+TextCachePath = Annotated[Optional[Path], typer.Option(
+    "--text-cache", rich_help_panel=MODEL,
+    help="Cache file for text features (.safetensors): later runs skip the text encoder for known classes.")]
+Conf = Annotated[float, typer.Option(
+    "--conf", min=0.0, max=1.0, rich_help_panel=DETECTION, help="Confidence threshold (score = query x presence).")]
+Nms = Annotated[float, typer.Option(
+    "--nms", min=0.0, max=1.0, rich_help_panel=DETECTION, help="IoU threshold of the per-class NMS.")]
+AgnosticNms = Annotated[Optional[float], typer.Option(
+    "--class-agnostic-nms", min=0.0, max=1.0, rich_help_panel=DETECTION,
+    help="Also suppress overlapping boxes across classes at this IoU (e.g. car/truck/van). Off by default.")]
+MaxDet = Annotated[int, typer.Option("--max-det", min=1, rich_help_panel=DETECTION,
+                                     help="Keep at most this many detections per image.")]
+Masks = Annotated[bool, typer.Option("--masks/--no-masks", rich_help_panel=DETECTION,
+                                     help="Also predict instance masks (drawn, and saved as RLE in the JSON).")]
+Coco = Annotated[bool, typer.Option("--coco", rich_help_panel=DETECTION, help="Detect the 80 COCO class names.")]
+SkipBlocks = Annotated[Optional[str], typer.Option(
+    "--skip-blocks", rich_help_panel=MODEL, help="Remove these ViT blocks from the backbone, e.g. 5,10,12.")]
+MaskBlocks = Annotated[Optional[str], typer.Option(
+    "--mask-blocks", rich_help_panel=MODEL,
+    help="Skip the attention or MLP branch of these blocks, e.g. 25:attn,28:mlp.")]
+PruneSpecFile = Annotated[Optional[Path], typer.Option(
+    "--prune-spec", rich_help_panel=MODEL,
+    help="YAML/JSON prune spec (skip_blocks, mask_blocks), e.g. from `dart prune search`.")]
+Device = Annotated[str, typer.Option("--device", rich_help_panel=SPEED, help="auto, cpu, cuda or cuda:N.")]
+Precision = Annotated[str, typer.Option("--precision", rich_help_panel=SPEED,
+                                        help="fp32, fp16 (CUDA) or bf16 for the backbone and encoder-decoder.")]
+Compile = Annotated[Optional[str], typer.Option(
+    "--compile", rich_help_panel=SPEED,
+    help="torch.compile the stages with this mode: default, reduce-overhead or max-autotune. Off by default.")]
+Imgsz = Annotated[int, typer.Option("--imgsz", rich_help_panel=SPEED,
+                                    help="Square input size; a multiple of 14 (1008 is SAM3's native size).")]
+MaxClasses = Annotated[int, typer.Option(
+    "--max-classes", min=1, rich_help_panel=SPEED,
+    help="Classes per encoder-decoder batch; more classes are processed in chunks.")]
+
+DEFAULTS = {
+    "checkpoint": DEFAULT_CHECKPOINT,
+    "conf": 0.3,
+    "nms": 0.7,
+    "max_det": 300,
+    "device": "auto",
+    "precision": "fp32",
+    "imgsz": DEFAULT_IMGSZ,
+    "max_classes": 16,
+}

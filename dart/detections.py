@@ -1,0 +1,179 @@
+"""``Detections``: one frame's results, in original-image pixels.
+
+Fields follow the conventions of supervision / ultralytics: ``xyxy`` float boxes ``[N, 4]``, ``scores [N]``,
+``class_ids [N]`` (index into the class list given to the detector), ``class_names [N]`` (one name per
+detection), optional boolean ``masks [N, H, W]`` and optional ``track_ids [N]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Detections:
+    xyxy: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    class_names: np.ndarray
+    masks: np.ndarray | None = None
+    track_ids: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None  # (height, width) of the original image
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+        n = len(self.xyxy)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(n)
+        self.class_ids = np.asarray(self.class_ids, dtype=np.int64).reshape(n)
+        self.class_names = np.asarray(self.class_names, dtype=object).reshape(n)
+        if self.masks is not None:
+            self.masks = np.asarray(self.masks, dtype=bool)
+            if self.masks.shape[0] != n:
+                raise ValueError(f"masks has {self.masks.shape[0]} entries for {n} detections")
+        if self.track_ids is not None:
+            self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(n)
+
+    @classmethod
+    def empty(cls, image_size: tuple[int, int] | None = None, with_masks: bool = False) -> Detections:
+        masks = np.zeros((0, *image_size), dtype=bool) if with_masks and image_size else None
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0), np.zeros(0, dtype=object), masks=masks,
+                   image_size=image_size)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.to_json())
+
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> Detections:
+        """Select detections by integer index, slice, index array or boolean mask (always returns Detections)."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Detections(
+            xyxy=self.xyxy[index],
+            scores=self.scores[index],
+            class_ids=self.class_ids[index],
+            class_names=self.class_names[index],
+            masks=None if self.masks is None else self.masks[index],
+            track_ids=None if self.track_ids is None else self.track_ids[index],
+            image_size=self.image_size,
+        )
+
+    @property
+    def xywh(self) -> np.ndarray:
+        """Boxes as ``[x, y, width, height]`` (COCO / MOT convention)."""
+        out = self.xyxy.copy()
+        out[:, 2:] -= out[:, :2]
+        return out
+
+    @property
+    def area(self) -> np.ndarray:
+        return self.xywh[:, 2] * self.xywh[:, 3]
+
+    def sorted(self) -> Detections:
+        """Highest score first."""
+        return self[np.argsort(-self.scores, kind="stable")]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """One JSON-ready object per detection: ``box_xyxy``, ``score``, ``class_id``, ``class_name``
+        (+ ``track_id``, + ``mask`` as COCO RLE ``{"size": [h, w], "counts": str}``)."""
+        rles = self.masks_rle() if self.masks is not None else None
+        rows = []
+        for i in range(len(self)):
+            row: dict[str, Any] = {
+                "box_xyxy": [round(float(v), 2) for v in self.xyxy[i]],
+                "score": round(float(self.scores[i]), 5),
+                "class_id": int(self.class_ids[i]),
+                "class_name": str(self.class_names[i]),
+            }
+            if self.track_ids is not None:
+                row["track_id"] = int(self.track_ids[i])
+            if rles is not None:
+                row["mask"] = rles[i]
+            rows.append(row)
+        return rows
+
+    @classmethod
+    def from_json(cls, rows: Sequence[dict[str, Any]], image_size: tuple[int, int] | None = None) -> Detections:
+        """Inverse of :meth:`to_json` (masks are decoded when present)."""
+        if not rows:
+            return cls.empty(image_size)
+        masks = None
+        if all("mask" in r for r in rows):
+            from pycocotools import mask as mask_utils
+
+            masks = np.stack([mask_utils.decode(_rle_to_coco(r["mask"])).astype(bool) for r in rows])
+        track_ids = [r["track_id"] for r in rows] if all("track_id" in r for r in rows) else None
+        return cls(
+            xyxy=[r["box_xyxy"] for r in rows],
+            scores=[r["score"] for r in rows],
+            class_ids=[r["class_id"] for r in rows],
+            class_names=[r["class_name"] for r in rows],
+            masks=masks,
+            track_ids=track_ids,
+            image_size=image_size,
+        )
+
+    def masks_rle(self) -> list[dict[str, Any]]:
+        """Masks as COCO run-length encodings with string counts (JSON-safe)."""
+        if self.masks is None:
+            return []
+        from pycocotools import mask as mask_utils
+
+        encoded = mask_utils.encode(np.asfortranarray(self.masks.transpose(1, 2, 0).astype(np.uint8)))
+        return [{"size": [int(s) for s in e["size"]], "counts": e["counts"].decode("ascii")} for e in encoded]
+
+    def to_coco(self, image_id: int, category_ids: Sequence[int] | dict[int, int]) -> list[dict[str, Any]]:
+        """COCO results rows (``bbox`` in xywh); ``category_ids`` maps each class id to a COCO category id."""
+        rles = self.masks_rle() if self.masks is not None else None
+        rows = []
+        for i in range(len(self)):
+            row: dict[str, Any] = {
+                "image_id": int(image_id),
+                "category_id": int(category_ids[int(self.class_ids[i])]),
+                "bbox": [round(float(v), 2) for v in self.xywh[i]],
+                "score": round(float(self.scores[i]), 5),
+            }
+            if rles is not None:
+                row["segmentation"] = rles[i]
+            rows.append(row)
+        return rows
+
+    def to_mot(self, frame: int) -> list[str]:
+        """MOTChallenge rows ``frame,id,x,y,w,h,score,class,-1,-1`` (frames count from 1; needs track ids)."""
+        if self.track_ids is None:
+            raise ValueError("MOT rows need track ids: run a tracker first")
+        xywh = self.xywh
+        return [
+            f"{frame},{int(self.track_ids[i])},{xywh[i, 0]:.2f},{xywh[i, 1]:.2f},{xywh[i, 2]:.2f},{xywh[i, 3]:.2f},"
+            f"{float(self.scores[i]):.4f},{int(self.class_ids[i])},-1,-1"
+            for i in range(len(self))
+        ]
+
+    @classmethod
+    def merge(cls, parts: Sequence[Detections]) -> Detections:
+        """Concatenate detections of the same image."""
+        parts = [p for p in parts if p is not None]
+        if not parts:
+            return cls.empty()
+        with_masks = all(p.masks is not None for p in parts)
+        with_tracks = all(p.track_ids is not None for p in parts)
+        return cls(
+            xyxy=np.concatenate([p.xyxy for p in parts]),
+            scores=np.concatenate([p.scores for p in parts]),
+            class_ids=np.concatenate([p.class_ids for p in parts]),
+            class_names=np.concatenate([p.class_names for p in parts]),
+            masks=np.concatenate([p.masks for p in parts]) if with_masks else None,
+            track_ids=np.concatenate([p.track_ids for p in parts]) if with_tracks else None,
+            image_size=parts[0].image_size,
+        )
+
+
+def _rle_to_coco(rle: dict[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}

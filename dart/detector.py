@@ -1,0 +1,182 @@
+"""The :class:`Detector`: SAM3 as a multi-class open-vocabulary detector on any backend.
+
+Per image the backbone runs once; text features are computed once per class list (and cached to disk when
+a text cache is given); the encoder-decoder runs batched over ``images x classes`` in chunks of at most
+``max_classes_per_batch`` classes; post-processing applies the presence early exit, the confidence threshold,
+per-class NMS, optional class-agnostic NMS and a top-k cap, and maps boxes back to original pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dart.backends.base import Backend
+from dart.classes import normalize_classes
+from dart.detections import Detections
+from dart.errors import InputError
+from dart.models.loading import DEFAULT_CHECKPOINT
+from dart.models.sam3 import DEFAULT_IMGSZ, validate_imgsz
+from dart.postprocess import PostprocessConfig, present_classes, scores_from_logits, select, to_pixels, upsample_masks
+from dart.preprocess import ImageInput, preprocess, to_rgb
+from dart.pruning import PruneSpec
+from dart.text_cache import TextCache
+from dart.timing import StageTimer
+
+
+class Detector:
+    """Multi-class detection with SAM3.
+
+    >>> det = Detector.from_pretrained("facebook/sam3", classes=["person", "car"])
+    >>> dets = det.detect("street.jpg")          # -> Detections (xyxy in original pixels)
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        classes: Sequence[str] | None = None,
+        *,
+        conf: float = 0.3,
+        nms: float | None = 0.7,
+        class_agnostic_nms: float | None = None,
+        max_det: int = 300,
+        max_classes_per_batch: int = 16,
+        masks: bool = False,
+        presence_thresh: float | None = None,
+        text_cache: str | Path | TextCache | None = None,
+    ):
+        for name, value in (("conf", conf), ("nms", nms), ("class_agnostic_nms", class_agnostic_nms),
+                            ("presence_thresh", presence_thresh)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise InputError(f"{name} must be between 0 and 1, got {value}.")
+        if max_det < 1:
+            raise InputError(f"max_det must be at least 1, got {max_det}.")
+        if max_classes_per_batch < 1:
+            raise InputError(f"max_classes_per_batch must be at least 1, got {max_classes_per_batch}.")
+        if masks and not backend.supports_masks:
+            raise InputError(f"the {backend.name} backend was built without mask outputs; rebuild it with masks.")
+        self.backend = backend
+        self.post = PostprocessConfig(conf=conf, nms_iou=nms, agnostic_iou=class_agnostic_nms, max_det=max_det,
+                                      presence_thresh=presence_thresh)
+        limit = backend.max_classes or max_classes_per_batch
+        self.max_classes_per_batch = min(max_classes_per_batch, limit)
+        self.masks = masks
+        if isinstance(text_cache, TextCache):
+            if text_cache.fingerprint != backend.fingerprint:
+                raise InputError("the text cache belongs to another model than this backend.")
+            self.text_cache = text_cache
+        else:
+            self.text_cache = TextCache(backend.fingerprint, text_cache)
+        self.timer = StageTimer()
+        self._classes: list[str] = []
+        self._text: tuple[torch.Tensor, torch.Tensor] | None = None
+        if classes is not None:
+            self.set_classes(classes)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | Path = DEFAULT_CHECKPOINT,
+        classes: Sequence[str] | None = None,
+        *,
+        device: str = "auto",
+        precision: str = "fp32",
+        imgsz: int = DEFAULT_IMGSZ,
+        compile: str | None = None,
+        tokenizer: str | Path | None = None,
+        prune: PruneSpec | None = None,
+        **kwargs: Any,
+    ) -> Detector:
+        """Load SAM3 weights (hub id, folder, ``.safetensors`` or Meta ``sam3.pt``) on the PyTorch backend,
+        optionally with a pruned backbone."""
+        from dart.models.loading import load_sam3
+        from dart.plugins.registry import load
+        from dart.pruning import apply_pruning
+
+        validate_imgsz(imgsz)
+        loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
+        if prune:
+            apply_pruning(loaded.model, prune)
+        backend_cls = load("dart.backends", "torch")
+        backend = backend_cls(loaded, device=device, precision=precision, compile=compile)
+        return cls(backend, classes, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- classes
+    @property
+    def classes(self) -> list[str]:
+        return list(self._classes)
+
+    def set_classes(self, names: Sequence[str]) -> None:
+        """Set the vocabulary; text features come from the cache or the text encoder (once per name)."""
+        names = normalize_classes(list(names))
+        encode = self.backend.encode_text if self.backend.has_text_encoder else None
+        with self.timer("text"):
+            self._text = self.text_cache.get(names, encode)
+        self._classes = names
+
+    # ------------------------------------------------------------------------------------------------ detect
+    def detect(self, image: ImageInput) -> Detections:
+        """Detect the current classes in one image (path, BGR array or PIL image)."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[ImageInput]) -> list[Detections]:
+        """Detect in several images at once: one backbone batch, one encoder-decoder batch per class chunk."""
+        if self._text is None:
+            raise InputError("no classes set: call set_classes([...]) first.")
+        if not images:
+            return []
+        rgb = [to_rgb(im) for im in images]
+        sizes = [(im.shape[0], im.shape[1]) for im in rgb]
+        with self.timer("preprocess"):
+            pixels = preprocess(rgb, self.backend.imgsz, self.backend.device, self.backend.dtype)
+        with self.timer("backbone"):
+            features = self.backend.backbone(pixels)
+        with self.timer("encdec"):
+            logits, boxes, presence, mask_bank = self._run_encdec(features, len(rgb))
+        with self.timer("post"):
+            return [self._finish(i, logits[i], boxes[i], presence[i], mask_bank[i], sizes[i]) for i in range(len(rgb))]
+
+    def _run_encdec(self, features: tuple[torch.Tensor, ...], batch: int):
+        text, text_mask = self._text  # type: ignore[misc]
+        logits, boxes, presence = [], [], []
+        mask_bank: list[dict[tuple[int, int], torch.Tensor]] = [{} for _ in range(batch)]
+        step = self.max_classes_per_batch
+        for start in range(0, len(self._classes), step):
+            chunk_text, chunk_mask = text[start:start + step], text_mask[start:start + step]
+            out = self.backend.encdec(features, chunk_text, chunk_mask, return_state=self.masks)
+            logits.append(out["logits"])
+            boxes.append(out["boxes"])
+            presence.append(out["presence"])
+            if self.masks:
+                self._collect_masks(features, out, chunk_text, chunk_mask, start, mask_bank)
+        return torch.cat(logits, 1), torch.cat(boxes, 1), torch.cat(presence, 1), mask_bank
+
+    def _collect_masks(self, features, out, text, text_mask, offset, bank) -> None:
+        """Masks only for (image, class) pairs that can yield a detection (presence early exit)."""
+        candidates = (scores_from_logits(out["logits"], out["presence"]) > self.post.conf)
+        candidates &= present_classes(out["presence"], self.post)[..., None]
+        pairs = torch.nonzero(candidates.any(-1))
+        if len(pairs) == 0:
+            return
+        mask_logits = self.backend.masks(features, out, text, text_mask, pairs)
+        for p, (b, c) in enumerate(pairs.tolist()):
+            for q in torch.nonzero(candidates[b, c]).flatten().tolist():
+                bank[b][(offset + c, q)] = mask_logits[p, q]
+
+    def _finish(self, index, logits, boxes, presence, mask_bank, size) -> Detections:
+        height, width = size
+        sel = select(logits, boxes, presence, self.post)
+        xyxy = to_pixels(sel.boxes, height, width).cpu().numpy()
+        class_ids = sel.class_ids.cpu().numpy()
+        masks = None
+        if self.masks:
+            pairs = zip(class_ids.tolist(), sel.query_ids.tolist())
+            low = [mask_bank[(c, q)] for c, q in pairs]
+            stacked = torch.stack(low) if low else torch.zeros((0, 1, 1), device=logits.device)
+            masks = upsample_masks(stacked, height, width).cpu().numpy()
+        names = np.array([self._classes[c] for c in class_ids], dtype=object)
+        return Detections(xyxy, sel.scores.cpu().numpy(), class_ids, names, masks=masks, image_size=size)

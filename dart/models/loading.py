@@ -1,0 +1,269 @@
+"""Load SAM3 weights from every place a user keeps them.
+
+``checkpoint`` may be
+- a Hugging Face hub repo id (default ``facebook/sam3``; gated: accept the license and log in), downloaded once
+  with a progress bar into the hub cache;
+- a local folder in ``transformers`` format (``config.json`` + ``*.safetensors``);
+- a ``.safetensors`` file (``transformers`` or Meta key layout; ``config.json`` beside it, else SAM3's default
+  config);
+- Meta's original ``sam3.pt`` (converted by the explicit key map in :mod:`dart.models.meta_keymap`).
+
+Every path loads strictly: a missing, unexpected or mis-shaped weight is an error, never a silent random init.
+Only the video tracker's keys of a full checkpoint are ignored, by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dart.errors import CheckpointError
+from dart.models.sam3 import DEFAULT_IMGSZ, fingerprint_model, set_image_size
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from transformers import PreTrainedTokenizerBase, Sam3Model
+
+DEFAULT_CHECKPOINT = "facebook/sam3"
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+@dataclass
+class LoadedSam3:
+    """A SAM3 model loaded on the CPU in float32, with where it came from."""
+
+    model: Sam3Model
+    fingerprint: str
+    source: str
+    tokenizer_source: str | None
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return load_tokenizer(self.tokenizer_source, self.source)
+
+
+def load_sam3(checkpoint: str | Path = DEFAULT_CHECKPOINT, *, imgsz: int = DEFAULT_IMGSZ,
+              tokenizer: str | Path | None = None, local_files_only: bool = False) -> LoadedSam3:
+    """Load a SAM3 image model from a hub id, folder, ``.safetensors`` or Meta ``.pt`` file.
+
+    The model is returned in eval mode, float32, on the CPU, set up for ``imgsz``; ``fingerprint`` identifies
+    its weights (text caches and engines are keyed by it).
+    """
+    _quiet_transformers()
+    spec = str(checkpoint)
+    path = Path(spec).expanduser()
+    if path.exists():
+        model, tok_source = _load_local(path)
+    elif _looks_like_path(spec):
+        raise CheckpointError(
+            f"checkpoint '{spec}' does not exist; pass a hub repo id (e.g. {DEFAULT_CHECKPOINT}), a transformers "
+            "folder, a .safetensors file or Meta's sam3.pt."
+        )
+    else:
+        folder = download_checkpoint(spec, local_files_only=local_files_only)
+        model, tok_source = _load_local(folder)
+    if tokenizer is not None:
+        tok_source = str(tokenizer)
+    model.eval()
+    fingerprint = fingerprint_model(model)
+    set_image_size(model, imgsz)
+    return LoadedSam3(model=model, fingerprint=fingerprint, source=spec, tokenizer_source=tok_source)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (
+        spec.startswith((".", "/", "~"))
+        or "\\" in spec
+        or spec.count("/") > 1
+        or Path(spec).suffix.lower() in {".pt", ".pth", ".safetensors", ".bin", ".ckpt"}
+        or "/" not in spec
+    )
+
+
+def download_checkpoint(repo_id: str, *, local_files_only: bool = False) -> Path:
+    """Fetch the ``transformers`` files of a hub repo (with progress bars) and return the local folder."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors as hub_errors
+
+    login = "run `hf auth login` (or set HF_TOKEN)"
+    try:
+        folder = snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=local_files_only)
+    except hub_errors.GatedRepoError as exc:
+        raise CheckpointError(
+            f"{repo_id} is gated: accept its license at https://huggingface.co/{repo_id} and {login}, "
+            "or pass --checkpoint with a local copy."
+        ) from exc
+    except hub_errors.RepositoryNotFoundError as exc:
+        raise CheckpointError(
+            f"the hub has no repo '{repo_id}' that you can access: check the spelling, {login} if it is private, "
+            "or pass --checkpoint with a local folder or file."
+        ) from exc
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
+        raise CheckpointError(
+            f"cannot download {repo_id}: the Hugging Face hub is unreachable (or HF_HUB_OFFLINE is set) and it is "
+            "not in the local cache; connect once to download it, or pass --checkpoint with a local folder or file."
+        ) from exc
+    except hub_errors.HfHubHTTPError as exc:
+        raise CheckpointError(f"downloading {repo_id} from the hub failed ({exc}); try again later.") from exc
+    except OSError as exc:
+        raise CheckpointError(f"downloading {repo_id} failed: {exc}.") from exc
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise CheckpointError(f"{repo_id} has no config.json, so it is not a transformers SAM3 checkpoint.")
+    return folder
+
+
+def _load_local(path: Path) -> tuple[Sam3Model, str | None]:
+    if path.is_dir():
+        return _load_folder(path), _tokenizer_dir(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        state_dict = _read_safetensors(path)
+    elif suffix in {".pt", ".pth", ".ckpt", ".bin"}:
+        state_dict = _read_torch(path)
+    else:
+        raise CheckpointError(
+            f"{path} is neither a folder, a .safetensors file nor a .pt file, so dart cannot tell how to load it."
+        )
+    state_dict = _to_transformers_layout(state_dict, path)
+    config = _config_beside(path)
+    return _model_from_state_dict(config, state_dict, path), _tokenizer_dir(path.parent)
+
+
+def _load_folder(folder: Path) -> Sam3Model:
+    from transformers import Sam3Model
+
+    if not (folder / "config.json").exists():
+        raise CheckpointError(f"{folder} has no config.json, so it is not a transformers SAM3 folder.")
+    try:
+        model, info = Sam3Model.from_pretrained(folder, output_loading_info=True, dtype="float32")
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"cannot load the SAM3 model in {folder}: {_first_line(exc)}.") from exc
+    _check_loading_info(info, folder)
+    return model
+
+
+def _model_from_state_dict(config: Any, state_dict: dict[str, torch.Tensor], source: Path) -> Sam3Model:
+    from transformers import Sam3Model
+
+    try:
+        model, info = Sam3Model.from_pretrained(
+            None, config=config, state_dict=state_dict, output_loading_info=True, dtype="float32"
+        )
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"cannot load the weights in {source}: {_first_line(exc)}.") from exc
+    _check_loading_info(info, source)
+    return model
+
+
+def _check_loading_info(info: dict[str, Any], source: Path) -> None:
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k) for k in info.get(kind) or ())
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            problems.append(f"{len(keys)} {kind.replace('_', ' ')} ({shown})")
+    if info.get("error_msgs"):
+        problems.append(_first_line(info["error_msgs"][0]))
+    if problems:
+        raise CheckpointError(
+            f"{source} does not match the SAM3 architecture: " + "; ".join(problems) + ". Is it a SAM3 checkpoint?"
+        )
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable .safetensors file ({_first_line(exc)}); re-download it.") from exc
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    import pickle
+
+    import torch
+
+    from dart.models.meta_keymap import extract_meta_state_dict
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)}); re-download it.") from exc
+    try:
+        return extract_meta_state_dict(obj)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+
+
+def _to_transformers_layout(state_dict: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
+    """Convert Meta's key layout when that is what the file holds; transformers-layout files pass through."""
+    from dart.models.meta_keymap import convert_meta_state_dict, is_meta_layout
+
+    if not is_meta_layout(state_dict):
+        return state_dict
+    try:
+        return convert_meta_state_dict(state_dict)
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: {exc}") from exc
+
+
+def _config_beside(path: Path) -> Any:
+    from transformers import Sam3Config
+
+    config_file = path.parent / "config.json"
+    if config_file.exists():
+        try:
+            return Sam3Config.from_json_file(str(config_file))
+        except (OSError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{config_file} is not a valid SAM3 config ({_first_line(exc)}).") from exc
+    return Sam3Config()
+
+
+def _tokenizer_dir(folder: Path) -> str | None:
+    return str(folder) if any((folder / name).exists() for name in TOKENIZER_FILES) else None
+
+
+def load_tokenizer(source: str | Path | None, checkpoint: str = DEFAULT_CHECKPOINT) -> PreTrainedTokenizerBase:
+    """The CLIP tokenizer: from ``source`` if given, else the one of ``facebook/sam3`` (a few small files)."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    target = str(source) if source is not None else str(download_tokenizer())
+    try:
+        return AutoTokenizer.from_pretrained(target)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"no usable tokenizer for {checkpoint} in {target} ({_first_line(exc)}); put tokenizer.json beside the "
+            "checkpoint or pass --tokenizer with a folder or hub id that has one."
+        ) from exc
+
+
+def download_tokenizer(repo_id: str = DEFAULT_CHECKPOINT) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["tokenizer*", "vocab.json", "merges.txt",
+                                                               "special_tokens_map.json"]))
+    except Exception as exc:  # noqa: BLE001 - every hub failure means the same thing here
+        raise CheckpointError(
+            f"this checkpoint has no tokenizer beside it and the {repo_id} tokenizer could not be fetched "
+            f"({_first_line(exc)}); put tokenizer.json beside the checkpoint or pass --tokenizer."
+        ) from exc
+
+
+def _first_line(exc: object) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else type(exc).__name__

@@ -1,0 +1,64 @@
+"""Run a :class:`~dart.detector.Detector` over many image files and write the results (library side of
+``dart detect``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from dart.annotate import annotate
+from dart.detections import Detections
+from dart.errors import InputError
+from dart.io import write_image, write_json
+from dart.preprocess import load_image
+from dart.sources import output_stems
+
+
+@dataclass
+class BatchResult:
+    done: list[tuple[Path, Detections]] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def result_json(path: Path, image_size: tuple[int, int], classes: list[str], dets: Detections) -> dict[str, Any]:
+    height, width = image_size
+    return {"image": str(path), "width": width, "height": height, "classes": classes, "detections": dets.to_json()}
+
+
+def detect_images(detector, images: list[Path], output: Path, *, save_json: bool = True, save_image: bool = True,
+                  batch: int = 1, progress: bool = True) -> BatchResult:
+    """Detect in every image; write ``<stem>.json`` and the annotated ``<stem><suffix>`` into ``output``.
+
+    Unreadable images are skipped and reported in :attr:`BatchResult.failed`; every file written is complete.
+    """
+    result = BatchResult()
+    stems = output_stems(images)
+    if save_json or save_image:
+        output.mkdir(parents=True, exist_ok=True)
+    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("detect", total=len(images))
+        for start in range(0, len(images), batch):
+            chunk = list(zip(images[start:start + batch], stems[start:start + batch]))
+            loaded = []
+            for path, stem in chunk:
+                try:
+                    loaded.append((path, stem, load_image(path)))
+                except InputError as exc:
+                    result.failed.append((path, str(exc)))
+                    bar.advance(task)
+            if not loaded:
+                continue
+            all_dets = detector.detect_batch([im for _, _, im in loaded])
+            for (path, stem, image), dets in zip(loaded, all_dets):
+                if save_json:
+                    write_json(output / f"{stem}.json", result_json(path, image.shape[:2], detector.classes, dets))
+                if save_image:
+                    write_image(output / f"{stem}{path.suffix.lower() or '.jpg'}", annotate(image, dets))
+                result.done.append((path, dets))
+                bar.advance(task)
+    return result

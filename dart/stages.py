@@ -1,0 +1,150 @@
+"""dart's stages, composed from ``transformers``' SAM3 submodules (nothing here re-implements SAM3).
+
+- :class:`TextStage`: CLIP text encoder + projection -> text features ``[C, 32, 256]`` (once per class list).
+- :class:`BackboneStage`: ViT + the three FPN levels the detector uses (``4x, 2x, 1x`` of the patch grid; at
+  1008 px: 288², 144², 72²), once per image whatever the number of classes. SAM3's fourth, 0.5x level is never
+  used by the image detector and is not computed.
+- :class:`EncDecStage`: DETR encoder + decoder + box head + dot-product scoring, batched over
+  ``images x classes``; :meth:`EncDecStage.masks` runs the mask decoder for selected (image, class) pairs only.
+
+The equivalence with ``Sam3Model.forward`` (one class at a time) is proved in ``tests/test_equivalence.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.sam3.modeling_sam3 import Sam3SinePositionEmbedding, box_cxcywh_to_xyxy, inverse_sigmoid
+
+FPN_LEVELS = 3
+
+
+class TextStage(nn.Module):
+    """Token ids ``[C, T]`` + attention mask ``[C, T]`` -> projected text features ``[C, T, D]``."""
+
+    def __init__(self, sam3: nn.Module):
+        super().__init__()
+        self.text_encoder = sam3.text_encoder
+        self.text_projection = sam3.text_projection
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        return self.text_projection(hidden.last_hidden_state)
+
+
+class BackboneStage(nn.Module):
+    """``pixel_values [B, 3, H, W]`` -> FPN features ``(4x, 2x, 1x)`` of the patch grid, ``D_fpn`` channels."""
+
+    def __init__(self, sam3: nn.Module):
+        super().__init__()
+        vision = sam3.vision_encoder
+        self.vit = vision.backbone
+        self.fpn = nn.ModuleList(list(vision.neck.fpn_layers)[:FPN_LEVELS])
+        self.patch_size = int(self.vit.config.patch_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        batch = pixel_values.shape[0]
+        grid_h = pixel_values.shape[-2] // self.patch_size
+        grid_w = pixel_values.shape[-1] // self.patch_size
+        hidden = self.vit.embeddings(pixel_values)
+        hidden = self.vit.layer_norm(hidden.view(batch, grid_h, grid_w, -1))
+        for layer in self.vit.layers:
+            hidden = layer(hidden)
+        spatial = hidden.permute(0, 3, 1, 2)
+        return tuple(level(spatial) for level in self.fpn)
+
+
+class EncDecStage(nn.Module):
+    """DETR encoder-decoder over ``B`` images x ``C`` classes in one batch.
+
+    Inputs: the three FPN levels ``[B, D, h_i, w_i]``, text features ``[C, T, D]`` and a boolean text mask
+    ``[C, T]``. Outputs ``logits [B, C, Q]``, ``boxes [B, C, Q, 4]`` (normalised xyxy) and ``presence [B, C]``
+    logits; with ``return_state=True`` also the encoder memory and decoder queries that :meth:`masks` needs.
+    """
+
+    def __init__(self, sam3: nn.Module, imgsz: int):
+        super().__init__()
+        self.detr_encoder = sam3.detr_encoder
+        self.detr_decoder = sam3.detr_decoder
+        self.scoring = sam3.dot_product_scoring
+        self.mask_decoder = sam3.mask_decoder
+        vision_config = sam3.config.vision_config
+        grid = imgsz // int(vision_config.backbone_config.patch_size)
+        sine = Sam3SinePositionEmbedding(num_position_features=vision_config.fpn_hidden_size // 2, normalize=True)
+        shape = torch.Size([1, vision_config.fpn_hidden_size, grid, grid])
+        self.register_buffer("pos_embed", sine(shape, torch.device("cpu"), torch.float32).clone(), persistent=False)
+
+    @staticmethod
+    def expand_over_classes(
+        features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+        """Pair every image with every class: batch index ``b * C + c``."""
+        batch, classes = features[0].shape[0], text.shape[0]
+        if batch == 1:
+            feats = tuple(f.expand(classes, -1, -1, -1) for f in features)
+        else:
+            feats = tuple(f.repeat_interleave(classes, dim=0) for f in features)
+        return feats, text.repeat(batch, 1, 1), text_mask.repeat(batch, 1)
+
+    def forward(
+        self,
+        fpn_4x: torch.Tensor,
+        fpn_2x: torch.Tensor,
+        fpn_1x: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        return_state: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        batch, classes = fpn_1x.shape[0], text.shape[0]
+        (_, _, vision), text_bc, mask_bc = self.expand_over_classes((fpn_4x, fpn_2x, fpn_1x), text, text_mask)
+        pos = self.pos_embed.to(dtype=vision.dtype).expand(vision.shape[0], -1, -1, -1)
+        encoded = self.detr_encoder(
+            vision_features=[vision], text_features=text_bc, vision_pos_embeds=[pos], text_mask=mask_bc
+        )
+        decoded = self.detr_decoder(
+            vision_features=encoded.last_hidden_state,
+            text_features=encoded.text_features,
+            vision_pos_encoding=encoded.pos_embeds_flattened,
+            text_mask=mask_bc,
+            spatial_shapes=encoded.spatial_shapes,
+        )
+        queries = decoded.intermediate_hidden_states[-1]
+        offsets = self.detr_decoder.box_head(queries)
+        boxes = box_cxcywh_to_xyxy((inverse_sigmoid(decoded.reference_boxes[-1]) + offsets).sigmoid())
+        logits = self.scoring(
+            decoder_hidden_states=queries[None], text_features=encoded.text_features, text_mask=mask_bc
+        )[0, ..., 0]
+        presence = decoded.presence_logits[-1, :, 0]
+        out = {
+            "logits": logits.view(batch, classes, -1),
+            "boxes": boxes.view(batch, classes, -1, 4),
+            "presence": presence.view(batch, classes),
+        }
+        if return_state:
+            out["memory"] = encoded.last_hidden_state
+            out["queries"] = queries
+        return out
+
+    def masks(
+        self,
+        features: tuple[torch.Tensor, ...],
+        state: dict[str, torch.Tensor],
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        pairs: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mask logits ``[P, Q, h_4x, w_4x]`` for the ``P`` (image, class) ``pairs`` ``[P, 2]`` only.
+
+        This is the presence early exit for masks: the per-class pixel decoder, the costly part, runs only for
+        classes that can produce a detection.
+        """
+        classes = text.shape[0]
+        flat = pairs[:, 0] * classes + pairs[:, 1]
+        out = self.mask_decoder(
+            decoder_queries=state["queries"][flat],
+            backbone_features=[f[pairs[:, 0]] for f in features],
+            encoder_hidden_states=state["memory"][flat],
+            prompt_features=text[pairs[:, 1]],
+            prompt_mask=text_mask[pairs[:, 1]],
+        )
+        return out.pred_masks

@@ -1,0 +1,98 @@
+"""Text features for class names, computed once per model and cached to disk.
+
+A cache file is a ``.safetensors`` file holding ``features [N, T, D]`` (float32) and ``mask [N, T]`` (uint8)
+for N class names, with the model fingerprint, the names and the dart version in its metadata. A cache built
+by another model is refused with a sentence; a corrupt one too. New class names are added to the file
+(atomically) the first time they are encoded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from dart import __version__
+from dart.errors import CacheError
+from dart.io import atomic_path
+
+FORMAT = "dart-text-cache-v1"
+
+# ``encode(names) -> (features [C, T, D] float32 cpu, mask [C, T] bool cpu)``
+EncodeFn = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
+
+
+class TextCache:
+    """Class name -> (features ``[T, D]``, mask ``[T]``) for one model, optionally backed by a file."""
+
+    def __init__(self, fingerprint: str, path: str | Path | None = None):
+        self.fingerprint = fingerprint
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.dirty = False
+        if self.path is not None and self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        from safetensors import SafetensorError, safe_open
+
+        assert self.path is not None
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = f.metadata() or {}
+                features, mask = f.get_tensor("features"), f.get_tensor("mask")
+            names = json.loads(meta.get("classes", "null"))
+        except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise CacheError(
+                f"text cache '{self.path}' is corrupt or not a dart text cache ({exc}); delete it and it will be rebuilt."
+            ) from exc
+        if meta.get("format") != FORMAT or not isinstance(names, list) or len(names) != len(features):
+            raise CacheError(f"text cache '{self.path}' is not a {FORMAT} file; delete it and it will be rebuilt.")
+        if meta.get("fingerprint") != self.fingerprint:
+            raise CacheError(
+                f"text cache '{self.path}' was built for model {meta.get('fingerprint')}, not for this model "
+                f"({self.fingerprint}); use another --text-cache file or delete this one."
+            )
+        for i, name in enumerate(names):
+            self.entries[name] = (features[i], mask[i].bool())
+
+    def missing(self, names: Sequence[str]) -> list[str]:
+        return [n for n in names if n not in self.entries]
+
+    def add(self, names: Sequence[str], features: torch.Tensor, mask: torch.Tensor) -> None:
+        for i, name in enumerate(names):
+            self.entries[name] = (features[i].detach().float().cpu(), mask[i].detach().bool().cpu())
+        self.dirty = self.dirty or bool(names)
+
+    def get(self, names: Sequence[str], encode: EncodeFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stacked ``(features [C, T, D], mask [C, T])`` for ``names``, encoding (and caching) missing ones."""
+        todo = self.missing(names)
+        if todo:
+            if encode is None:
+                raise CacheError(
+                    f"class '{todo[0]}' is not in the text cache and this backend has no text encoder; build the "
+                    "cache once with the PyTorch model (same checkpoint) or pass --checkpoint."
+                )
+            features, mask = encode(todo)
+            self.add(todo, features, mask)
+            self.save()
+        return (torch.stack([self.entries[n][0] for n in names]), torch.stack([self.entries[n][1] for n in names]))
+
+    def save(self) -> None:
+        """Write the cache file atomically (no-op without a path or without changes)."""
+        if self.path is None or not self.dirty or not self.entries:
+            return
+        from safetensors.torch import save_file
+
+        names = list(self.entries)
+        tensors = {
+            "features": torch.stack([self.entries[n][0] for n in names]).contiguous(),
+            "mask": torch.stack([self.entries[n][1] for n in names]).to(torch.uint8).contiguous(),
+        }
+        meta = {"format": FORMAT, "fingerprint": self.fingerprint, "classes": json.dumps(names),
+                "dart_version": __version__}
+        with atomic_path(self.path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        self.dirty = False

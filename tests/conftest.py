@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.tiny import TINY_IMGSZ, save_tiny_checkpoint
+
+torch.set_num_threads(min(4, torch.get_num_threads()))
+
+
+def pytest_collection_modifyitems(config, items):
+    has_cuda = torch.cuda.is_available()
+    try:
+        import tensorrt  # noqa: F401
+
+        has_trt = has_cuda
+    except ImportError:
+        has_trt = False
+    for item in items:
+        if "cuda" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if "tensorrt" in item.keywords and not has_trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA GPU"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A tiny random SAM3 checkpoint folder in transformers format, with a tokenizer."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny_sam3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_ckpt):
+    from dart.models.loading import load_sam3
+
+    return load_sam3(tiny_ckpt, imgsz=TINY_IMGSZ)
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_loaded):
+    from dart.backends.torch_backend import TorchBackend
+
+    return TorchBackend(tiny_loaded, device="cpu")
+
+
+def make_image(height: int = 90, width: int = 160, seed: int = 0) -> np.ndarray:
+    """A BGR test image with a few coloured shapes."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+    cv2.rectangle(img, (width // 8, height // 6), (width // 2, height // 2), (0, 0, 255), -1)
+    cv2.circle(img, (3 * width // 4, 2 * height // 3), min(height, width) // 6, (255, 200, 0), -1)
+    return img
+
+
+@pytest.fixture()
+def image_file(tmp_path) -> Path:
+    path = tmp_path / "street.jpg"
+    cv2.imwrite(str(path), make_image())
+    return path
