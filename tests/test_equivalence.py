@@ -1,0 +1,100 @@
+"""The batched multi-class path equals N single-class ``Sam3Model.forward`` calls on the same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dart.detector import Detector
+from dart.postprocess import PostprocessConfig, select
+from dart.preprocess import preprocess, to_rgb
+from tests.conftest import make_image
+
+CLASSES = ["person", "car", "dog", "traffic light", "red bus"]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_loaded, tiny_backend):
+    """Per-class outputs of transformers' own Sam3Model.forward, one class at a time."""
+    model = tiny_loaded.model
+    image = to_rgb(make_image(90, 160))
+    pixels = preprocess([image], tiny_backend.imgsz)
+    input_ids, attention_mask = tiny_backend.tokenize(CLASSES)
+    outs = []
+    with torch.inference_mode():
+        for c in range(len(CLASSES)):
+            outs.append(model(pixel_values=pixels, input_ids=input_ids[c:c + 1], attention_mask=attention_mask[c:c + 1]))
+    return image, pixels, outs
+
+
+def test_batched_encdec_equals_per_class_forward(tiny_backend, reference):
+    _, pixels, outs = reference
+    features = tiny_backend.backbone(pixels)
+    text, mask = tiny_backend.encode_text(CLASSES)
+    got = tiny_backend.encdec(features, text, mask, return_state=True)
+    for c, ref in enumerate(outs):
+        torch.testing.assert_close(got["logits"][0, c], ref.pred_logits[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(got["boxes"][0, c], ref.pred_boxes[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(got["presence"][0, c], ref.presence_logits[0, 0], atol=1e-5, rtol=1e-4)
+    pairs = torch.tensor([[0, c] for c in range(len(CLASSES))])
+    masks = tiny_backend.masks(features, got, text, mask, pairs)
+    for c, ref in enumerate(outs):
+        torch.testing.assert_close(masks[c], ref.pred_masks[0], atol=1e-4, rtol=1e-4)
+
+
+def test_backbone_equals_sam3_vision_encoder(tiny_loaded, tiny_backend, reference):
+    _, pixels, _ = reference
+    with torch.inference_mode():
+        ref = tiny_loaded.model.vision_encoder(pixels).fpn_hidden_states
+    got = tiny_backend.backbone(pixels)
+    assert len(got) == 3
+    for level in range(3):
+        torch.testing.assert_close(got[level], ref[level], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 16])
+def test_detector_equals_per_class_postprocessing(tiny_backend, reference, chunk):
+    """Detections from the chunked detector = post-processing applied to the reference outputs."""
+    image, _, outs = reference
+    det = Detector(tiny_backend, CLASSES, conf=0.2, max_classes_per_batch=chunk)
+    got = det.detect(image[:, :, ::-1].copy())  # detector takes BGR arrays
+    logits = torch.stack([o.pred_logits[0] for o in outs])
+    boxes = torch.stack([o.pred_boxes[0] for o in outs])
+    presence = torch.stack([o.presence_logits[0, 0] for o in outs])
+    sel = select(logits, boxes, presence, PostprocessConfig(conf=0.2))
+    assert len(got) == len(sel.scores) > 0
+    np.testing.assert_array_equal(got.class_ids, sel.class_ids.numpy())
+    np.testing.assert_allclose(got.scores, sel.scores.numpy(), atol=1e-5)
+    scale = np.array([160, 90, 160, 90], dtype=np.float32)
+    np.testing.assert_allclose(got.xyxy, np.clip(sel.boxes.numpy() * scale, 0, scale), atol=1e-3)
+
+
+def test_detect_batch_equals_single_images(tiny_backend):
+    det = Detector(tiny_backend, CLASSES, conf=0.2, masks=True)
+    images = [make_image(90, 160, seed=1), make_image(120, 80, seed=2)]
+    batched = det.detect_batch(images)
+    for image, b in zip(images, batched):
+        single = det.detect(image)
+        np.testing.assert_array_equal(b.class_ids, single.class_ids)
+        np.testing.assert_allclose(b.scores, single.scores, atol=1e-5)
+        np.testing.assert_allclose(b.xyxy, single.xyxy, atol=1e-3)
+        assert b.masks.shape == (len(b), *image.shape[:2])
+        assert (b.masks == single.masks).mean() > 0.999
+
+
+def test_masks_match_reference_upsampled(tiny_backend, reference):
+    image, _, outs = reference
+    det = Detector(tiny_backend, CLASSES, conf=0.2, masks=True)
+    got = det.detect(image[:, :, ::-1].copy())
+    assert got.masks is not None and len(got) > 0
+    # Top detection's mask equals the reference mask logits of that (class, query), upsampled and thresholded.
+    from dart.postprocess import upsample_masks
+
+    logits = torch.stack([o.pred_logits[0] for o in outs])
+    boxes = torch.stack([o.pred_boxes[0] for o in outs])
+    presence = torch.stack([o.presence_logits[0, 0] for o in outs])
+    sel = select(logits, boxes, presence, PostprocessConfig(conf=0.2))
+    c, q = int(sel.class_ids[0]), int(sel.query_ids[0])
+    expected = upsample_masks(outs[c].pred_masks[0, q][None], 90, 160)[0].numpy()
+    assert (got.masks[0] == expected).mean() > 0.999
