@@ -7,11 +7,12 @@ in pyproject.toml exactly like third-party ones.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from dart import __version__
 from dart.errors import DartError
@@ -51,20 +52,29 @@ def _is_number(text: str) -> bool:
     return True
 
 
-class DartApp(typer.Typer):
-    """A Typer app that turns :class:`DartError` into one red sentence and its exit code."""
+class DartGroup(TyperGroup):
+    """The root click group: expands greedy options and turns :class:`DartError` into one red sentence and its
+    exit code (also under ``typer.testing.CliRunner``, which calls the click group directly)."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        argv = kwargs.pop("args", args[0] if args else None)
-        argv = expand_greedy_options(list(sys.argv[1:] if argv is None else argv))
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_greedy_options(list(args)))
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().__call__(args=argv, **kwargs)
+            return super().invoke(ctx)
         except DartError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
-            sys.exit(130)
+            ctx.exit(130)
+
+
+class DartApp(typer.Typer):
+    """The root Typer app, built on :class:`DartGroup`."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(cls=DartGroup, **kwargs)
 
 
 def _version(value: bool) -> None:
