@@ -66,13 +66,12 @@ def detect(
     images = expand_images(sources)
     if output.exists() and not output.is_dir():
         raise InputError(f"output '{output}' exists and is not a folder.")
-    with console.status(f"loading SAM3 from {checkpoint} ..."):
-        detector = Detector.from_pretrained(
-            checkpoint, names, device=device, precision=precision, imgsz=imgsz, compile=compile, tokenizer=tokenizer,
-            prune=prune,
-            conf=conf, nms=nms, class_agnostic_nms=class_agnostic_nms, max_det=max_det, masks=masks,
-            max_classes_per_batch=max_classes, text_cache=text_cache,
-        )
+    console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
+    detector = Detector.from_pretrained(
+        checkpoint, names, device=device, precision=precision, imgsz=imgsz, compile=compile, tokenizer=tokenizer,
+        prune=prune, conf=conf, nms=nms, class_agnostic_nms=class_agnostic_nms, max_det=max_det, masks=masks,
+        max_classes_per_batch=max_classes, text_cache=text_cache,
+    )
     if benchmark:
         summary = profile_stages(detector, images[0], warmup=warmup, runs=bench_runs)
         console.print(timing_table(summary, f"per-stage timing, {len(names)} classes, {imgsz}px, "
