@@ -124,6 +124,10 @@ def download_checkpoint(repo_id: str, *, local_files_only: bool = False) -> Path
 
 
 def _load_local(path: Path) -> tuple[Sam3Model, str | None]:
+    from dart.pruning.checkpoint import find_prune_file, load_pruned
+
+    if find_prune_file(path) is not None:  # a pruned checkpoint: re-applies its recorded prune spec
+        return load_pruned(path), _tokenizer_dir(path if path.is_dir() else path.parent)
     if path.is_dir():
         return _load_folder(path), _tokenizer_dir(path)
     suffix = path.suffix.lower()

@@ -12,7 +12,8 @@ else was pruned. Specs round-trip through YAML/JSON files, which every command a
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,21 +163,61 @@ def apply_pruning(model: nn.Module, spec: PruneSpec) -> None:
 
     Masked branches are replaced by a zero branch; skipped blocks are removed from the ``ModuleList``. The
     applied spec is recorded on the model as ``model.dart_prune_spec`` (indices of the full backbone).
+    Applying the spec a model already carries (e.g. a pruned checkpoint loaded with its own spec) does nothing.
     """
-    backbone = model.vision_encoder.backbone
     previous: PruneSpec = getattr(model, "dart_prune_spec", PruneSpec())
     if previous:
+        if previous == spec:
+            return
         raise InputError(f"this model is already pruned ({previous}); load the unpruned checkpoint to prune again.")
-    layers = list(backbone.layers)
+    _swap_modules(model, spec)
+    model.dart_prune_spec = spec
+
+
+@contextmanager
+def temporarily_pruned(model: nn.Module, spec: PruneSpec) -> Iterator[nn.Module]:
+    """Prune an unpruned model for the duration of a ``with`` block, then put every module back.
+
+    Used by the importance search to score many candidate specs on one model without copying it; the pruned
+    model computes exactly what :func:`apply_pruning` would produce.
+    """
+    previous: PruneSpec = getattr(model, "dart_prune_spec", PruneSpec())
+    if previous:
+        raise InputError(f"this model is already pruned ({previous}); search on the unpruned checkpoint.")
+    restore = _swap_modules(model, spec)
+    try:
+        yield model
+    finally:
+        restore()
+
+
+def _swap_modules(model: nn.Module, spec: PruneSpec) -> Callable[[], None]:
+    """Apply ``spec`` to the ViT's modules; return a function that restores the original modules."""
+    backbone = model.vision_encoder.backbone
+    original = backbone.layers
+    layers = list(original)
     spec.validate(len(layers))
+    saved: list[tuple[nn.Module, str, nn.Module]] = []
     for block, branch in spec.mask_blocks:
         layer = layers[block]
-        if branch == "attn":
-            layer.attention = _ZeroBranch(returns_tuple=True)
-        else:
-            layer.mlp = _ZeroBranch(returns_tuple=False)
-    backbone.layers = nn.ModuleList([layer for i, layer in enumerate(layers) if i not in set(spec.skip_blocks)])
-    model.dart_prune_spec = spec
+        name = "attention" if branch == "attn" else "mlp"
+        saved.append((layer, name, getattr(layer, name)))
+        setattr(layer, name, _ZeroBranch(returns_tuple=branch == "attn"))
+    skipped = set(spec.skip_blocks)
+    backbone.layers = nn.ModuleList([layer for i, layer in enumerate(layers) if i not in skipped])
+
+    def restore() -> None:
+        backbone.layers = original
+        for layer, name, module in saved:
+            setattr(layer, name, module)
+
+    return restore
+
+
+def kept_blocks(spec: PruneSpec, num_blocks: int) -> list[int]:
+    """Full-backbone indices of the blocks a pruned model still has, in order."""
+    skipped = set(spec.skip_blocks)
+    return [i for i in range(num_blocks) if i not in skipped]
 
 
 def resolve_prune_spec(skip_blocks: str | None = None, mask_blocks: str | None = None,
