@@ -89,10 +89,13 @@ class Detector:
         compile: str | None = None,
         tokenizer: str | Path | None = None,
         prune: PruneSpec | None = None,
+        backbone: str | None = None,
+        student_weights: str | Path | None = None,
         **kwargs: Any,
     ) -> Detector:
         """Load SAM3 weights (hub id, folder, ``.safetensors`` or Meta ``sam3.pt``) on the PyTorch backend,
-        optionally with a pruned backbone."""
+        optionally with a pruned backbone, or with a student backbone (``backbone="repvit_m2_3"`` and
+        ``student_weights`` from ``dart distill``; the name defaults to the one recorded in the weights)."""
         from dart.models.loading import load_sam3
         from dart.plugins.registry import load
         from dart.pruning import apply_pruning
@@ -102,7 +105,19 @@ class Detector:
         if prune:
             apply_pruning(loaded.model, prune)
         backend_cls = load("dart.backends", "torch")
-        backend = backend_cls(loaded, device=device, precision=precision, compile=compile)
+        extra: dict[str, Any] = {}
+        if student_weights is not None or (backbone is not None and backbone != "sam3"):
+            from dart.students import build_backbone, student_name_of
+
+            if student_weights is None:
+                raise InputError(f"--backbone {backbone} needs --student-weights FILE (a student trained with "
+                                 "`dart distill --phase adapter`).")
+            if prune:
+                raise InputError("--skip-blocks/--mask-blocks prune SAM3's ViT, which a student backbone replaces; "
+                                 "give one or the other.")
+            name = backbone or student_name_of(student_weights)
+            extra["backbone"] = build_backbone(name, loaded.model, weights=student_weights)
+        backend = backend_cls(loaded, device=device, precision=precision, compile=compile, **extra)
         return cls(backend, classes, **kwargs)
 
     # ----------------------------------------------------------------------------------------------- classes

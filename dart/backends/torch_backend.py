@@ -25,7 +25,9 @@ class TorchBackend:
     max_classes: int | None = None
 
     def __init__(self, loaded: LoadedSam3, *, device: str | torch.device = "auto", precision: str = "fp32",
-                 compile: str | None = None):
+                 compile: str | None = None, backbone: torch.nn.Module | None = None):
+        """``backbone``: a module that replaces SAM3's ViT + FPN (a student from :mod:`dart.students`); it must
+        map ``pixel_values`` to the same three FPN levels as :class:`BackboneStage`."""
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.precision = precision
@@ -36,7 +38,9 @@ class TorchBackend:
         self.text_length = text_max_length(model)
         self._tokenizer = None
         self.text_stage = TextStage(model).to(self.device).eval()  # text stays fp32: it runs once per class list
-        self.backbone_stage = BackboneStage(model).to(self.device, self.dtype).eval()
+        stage = backbone if backbone is not None else BackboneStage(model)
+        self.backbone_name = getattr(stage, "dart_backbone_name", "sam3")
+        self.backbone_stage = stage.to(self.device, self.dtype).eval()
         self.encdec_stage = EncDecStage(model, self.imgsz).to(self.device, self.dtype).eval()
         self.compile_mode = compile
         self._backbone = self.backbone_stage

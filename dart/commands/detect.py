@@ -33,6 +33,8 @@ def detect(
     skip_blocks: opt.SkipBlocks = None,
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
+    backbone: opt.Backbone = None,
+    student_weights: opt.StudentWeights = None,
     text_cache: opt.TextCachePath = None,
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
@@ -70,6 +72,7 @@ def detect(
     detector = Detector.from_pretrained(
         checkpoint, names, device=device, precision=precision, imgsz=imgsz, compile=compile, tokenizer=tokenizer,
         prune=prune, conf=conf, nms=nms, class_agnostic_nms=class_agnostic_nms, max_det=max_det, masks=masks,
+        backbone=backbone, student_weights=student_weights,
         max_classes_per_batch=max_classes, text_cache=text_cache,
     )
     if benchmark:

@@ -48,6 +48,13 @@ MaskBlocks = Annotated[Optional[str], typer.Option(
 PruneSpecFile = Annotated[Optional[Path], typer.Option(
     "--prune-spec", rich_help_panel=MODEL,
     help="YAML/JSON prune spec (skip_blocks, mask_blocks), e.g. from `dart prune search`.")]
+Backbone = Annotated[Optional[str], typer.Option(
+    "--backbone", rich_help_panel=MODEL,
+    help="Image backbone from `dart plugins` (dart.backbones): sam3 (default), or a student such as repvit_m2_3 "
+         "with --student-weights; default: sam3, or the student recorded in --student-weights.")]
+StudentWeights = Annotated[Optional[Path], typer.Option(
+    "--student-weights", rich_help_panel=MODEL,
+    help="Student backbone weights (.safetensors) trained with `dart distill --phase adapter`.")]
 Device = Annotated[str, typer.Option("--device", rich_help_panel=SPEED, help="auto, cpu, cuda or cuda:N.")]
 Precision = Annotated[str, typer.Option("--precision", rich_help_panel=SPEED,
                                         help="fp32, fp16 (CUDA) or bf16 for the backbone and encoder-decoder.")]

@@ -1,0 +1,171 @@
+"""Student backbones: a timm network plus a small FPN adapter that imitates SAM3's three FPN levels.
+
+The student sees the same ``pixel_values`` as SAM3's ViT (``[B, 3, S, S]``, normalised with mean/std 0.5) and
+returns ``(fpn_4x, fpn_2x, fpn_1x)``: ``fpn_hidden_size`` channels at 4x, 2x and 1x the ViT patch grid
+(``S / 14``), exactly what :class:`dart.stages.BackboneStage` returns, so SAM3's encoder-decoder runs on it
+unchanged. The timm network is built with ``features_only=True`` and returns three stages (strides 4, 8, 16 by
+default, whose sizes are closest to SAM3's levels at strides 3.5, 7, 14); each level then goes through the
+adapter: a 1x1 conv to the FPN width, a bilinear resize to the SAM3 level size and a 3x3 conv.
+
+A student checkpoint (``.safetensors``) records the backbone name, the timm model, the stages and the adapter
+shapes; loading it into another student or for another SAM3 width is refused with one sentence.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dart.errors import CheckpointError, DependencyError
+
+STUDENT_FORMAT = 1
+SAM3_MEAN = 0.5
+SAM3_STD = 0.5
+
+
+def import_timm():
+    """timm is only needed when a student is used (``pip install 'dart-detect[train]'``)."""
+    try:
+        import timm
+    except ImportError as exc:
+        raise DependencyError("student backbones need timm: pip install 'dart-detect[train]' (or pip install timm).") from exc
+    return timm
+
+
+class FPNAdapter(nn.Module):
+    """One FPN level: 1x1 conv (student channels -> FPN width), bilinear resize to the level size, 3x3 conv."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        self.smooth = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+
+    def forward(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = self.proj(features)
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return self.smooth(x)
+
+
+class StudentBackbone(nn.Module):
+    """``pixel_values [B, 3, S, S]`` -> ``(4x, 2x, 1x)`` FPN features of the ``S / patch_size`` grid."""
+
+    def __init__(self, name: str, timm_name: str, *, fpn_channels: int, patch_size: int = 14,
+                 out_indices: Sequence[int] = (0, 1, 2), pretrained: bool = False):
+        super().__init__()
+        timm = import_timm()
+        try:
+            self.body = timm.create_model(timm_name, pretrained=pretrained, features_only=True,
+                                          out_indices=tuple(out_indices))
+        except (OSError, RuntimeError) as exc:
+            if not pretrained:
+                raise
+            raise DependencyError(
+                f"cannot fetch the ImageNet weights of {timm_name} from the Hugging Face hub ({exc}); connect once "
+                "or start from random weights with --no-pretrained."
+            ) from exc
+        self.name = name
+        self.timm_name = timm_name
+        self.out_indices = tuple(int(i) for i in out_indices)
+        self.fpn_channels = int(fpn_channels)
+        self.patch_size = int(patch_size)
+        self.in_channels = [int(c) for c in self.body.feature_info.channels()]
+        self.reductions = [int(r) for r in self.body.feature_info.reduction()]
+        if len(self.in_channels) != 3:
+            raise CheckpointError(f"student {name} must give 3 feature stages, {timm_name} gives {len(self.in_channels)}.")
+        self.adapters = nn.ModuleList([FPNAdapter(c, self.fpn_channels) for c in self.in_channels])
+        # SAM3 normalises with mean/std 0.5; the timm network expects its own (ImageNet) normalisation.
+        cfg = getattr(self.body, "pretrained_cfg", None) or {}
+        mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("in_scale", SAM3_STD / std, persistent=False)
+        self.register_buffer("in_shift", (SAM3_MEAN - mean) / std, persistent=False)
+        self.dart_backbone_name = name
+
+    def level_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        gh, gw = height // self.patch_size, width // self.patch_size
+        return [(4 * gh, 4 * gw), (2 * gh, 2 * gw), (gh, gw)]
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = pixel_values * self.in_scale.to(pixel_values.dtype) + self.in_shift.to(pixel_values.dtype)
+        feats = self.body(x)
+        sizes = self.level_sizes(pixel_values.shape[-2], pixel_values.shape[-1])
+        return tuple(adapter(f, size) for adapter, f, size in zip(self.adapters, feats, sizes))
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def metadata(self) -> dict[str, Any]:
+        """What a checkpoint must match: backbone name, timm model, stages and adapter shapes."""
+        return {
+            "format": STUDENT_FORMAT,
+            "backbone": self.name,
+            "timm_model": self.timm_name,
+            "out_indices": list(self.out_indices),
+            "in_channels": list(self.in_channels),
+            "fpn_channels": self.fpn_channels,
+            "patch_size": self.patch_size,
+        }
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the student's weights and metadata to a ``.safetensors`` file (atomically)."""
+        from safetensors.torch import save_file
+
+        from dart.io import atomic_path
+
+        path = Path(path)
+        meta = {**self.metadata(), **(extra or {})}
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata={"dart_student": json.dumps(meta)})
+        return path
+
+    def load_weights(self, path: str | Path) -> dict[str, Any]:
+        """Load a student checkpoint, refusing one made for another backbone, stages or FPN width."""
+        meta, state = read_student_checkpoint(path)
+        mine = self.metadata()
+        for key, label in (("backbone", "backbone"), ("timm_model", "timm model"), ("out_indices", "feature stages"),
+                           ("in_channels", "adapter input channels"), ("fpn_channels", "FPN channels"),
+                           ("patch_size", "patch size")):
+            if meta.get(key) != mine[key]:
+                raise CheckpointError(
+                    f"student weights {path} were trained for {label} {meta.get(key)}, but this is "
+                    f"{mine[key]} ({self.name} for a SAM3 with {self.fpn_channels} FPN channels); "
+                    f"use --backbone {meta.get('backbone')} or weights trained for {self.name}."
+                )
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"student weights {path} do not fit {self.name}: {first}.") from exc
+        return meta
+
+
+def read_student_checkpoint(path: str | Path, *, tensors: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(metadata, state_dict)`` of a student ``.safetensors`` file (``tensors=False``: metadata only)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"student weights '{path}' do not exist; train them with `dart distill --phase adapter`.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("dart_student")
+            state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"student weights '{path}' are not a readable .safetensors file ({exc}).") from exc
+    if raw is None:
+        raise CheckpointError(f"'{path}' is not a dart student checkpoint (no backbone metadata); "
+                              "train one with `dart distill --phase adapter`.")
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise CheckpointError(f"'{path}' has corrupt student metadata; re-save it.") from exc
+    if meta.get("format") != STUDENT_FORMAT:
+        raise CheckpointError(f"'{path}' is a student checkpoint of format {meta.get('format')}; this dart reads "
+                              f"format {STUDENT_FORMAT}.")
+    return meta, state
