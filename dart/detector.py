@@ -120,6 +120,35 @@ class Detector:
         backend = backend_cls(loaded, device=device, precision=precision, compile=compile, **extra)
         return cls(backend, classes, **kwargs)
 
+    @classmethod
+    def from_engines(
+        cls,
+        backbone: str | Path | None = None,
+        encdec: str | Path | None = None,
+        classes: Sequence[str] | None = None,
+        *,
+        engines: str | Path | None = None,
+        backend: str = "tensorrt",
+        device: str = "auto",
+        checkpoint: str | Path | None = None,
+        tokenizer: str | Path | None = None,
+        imgsz: int | None = None,
+        prune: PruneSpec | None = None,
+        backend_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Detector:
+        """Run exported stages (``backend="onnxruntime"`` on ``.onnx`` files, ``"tensorrt"`` on ``.engine`` files),
+        given explicitly or as ``backbone.*``/``encdec.*`` in an ``engines`` folder.
+
+        Class names come from ``text_cache=`` (see :class:`Detector`); ``checkpoint`` is loaded, lazily, only to
+        encode names missing from it. ``imgsz``/``prune``, when given, must match what the stages were built for.
+        """
+        from dart.backends.engine_backend import engine_backend
+
+        engine = engine_backend(backend, backbone, encdec, engines=engines, device=device, imgsz=imgsz, prune=prune,
+                                text_checkpoint=checkpoint, tokenizer=tokenizer, **(backend_options or {}))
+        return cls(engine, classes, **kwargs)
+
     # ----------------------------------------------------------------------------------------------- classes
     @property
     def classes(self) -> list[str]:

@@ -1,0 +1,206 @@
+"""What the ``onnxruntime`` and ``tensorrt`` backends share: reading and checking stage metadata, one-image
+engine calls for batches, class padding for fixed-size engines, masks from the engine's mask output, and an
+optional, lazily loaded PyTorch text encoder.
+
+An engine backend has no text encoder of its own. Class names come from a text cache; only when a name is
+missing from it is the PyTorch SAM3 model loaded (from ``text_checkpoint``), so a run with a complete text cache
+never loads PyTorch weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from dart.errors import InputError
+from dart.export.metadata import (
+    ENCDEC_OUTPUTS,
+    FPN_NAMES,
+    MASK_OUTPUT,
+    StageMetadata,
+    check_expected,
+    check_pair,
+    check_stage,
+    read_metadata,
+)
+from dart.pruning import PruneSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dart.models.loading import LoadedSam3
+
+ENGINE_SUFFIX = {"onnxruntime": ".onnx", "tensorrt": ".engine"}
+
+
+def find_stage_files(directory: str | Path, kind: str) -> tuple[Path, Path]:
+    """``backbone<suffix>`` and ``encdec<suffix>`` in ``directory`` for backend ``kind``."""
+    directory = Path(directory)
+    suffix = ENGINE_SUFFIX.get(kind)
+    if suffix is None:
+        raise InputError(f"backend '{kind}' does not run engine files; use onnxruntime or tensorrt.")
+    if not directory.is_dir():
+        raise InputError(f"engines folder '{directory}' does not exist.")
+    found = []
+    for stage in ("backbone", "encdec"):
+        path = directory / f"{stage}{suffix}"
+        if not path.is_file():
+            step = "dart export" if suffix == ".onnx" else "dart build"
+            raise InputError(f"'{directory}' has no {path.name}; create it with `{step}` or pass its path explicitly.")
+        found.append(path)
+    return found[0], found[1]
+
+
+class EngineBackend:
+    """Base of the backends that run exported stages (subclasses implement ``_run_backbone``/``_run_encdec``)."""
+
+    name = "engine"
+    has_text_encoder = False
+
+    def __init__(self, backbone: str | Path, encdec: str | Path, *, imgsz: int | None = None,
+                 prune: PruneSpec | None = None, fingerprint: str | None = None,
+                 text_checkpoint: str | Path | LoadedSam3 | None = None, tokenizer: str | Path | None = None):
+        self.backbone_path, self.encdec_path = Path(backbone), Path(encdec)
+        for path in (self.backbone_path, self.encdec_path):
+            if not path.is_file():
+                raise InputError(f"engine file '{path}' does not exist.")
+        self.backbone_meta: StageMetadata = read_metadata(self.backbone_path)
+        self.encdec_meta: StageMetadata = read_metadata(self.encdec_path)
+        check_stage(self.backbone_meta, "backbone", self.backbone_path)
+        check_stage(self.encdec_meta, "encdec", self.encdec_path)
+        check_pair(self.backbone_meta, self.encdec_meta)
+        for meta, path in ((self.backbone_meta, self.backbone_path), (self.encdec_meta, self.encdec_path)):
+            check_expected(meta, path, imgsz=imgsz, prune=prune, fingerprint=fingerprint)
+        self.imgsz = self.backbone_meta.imgsz
+        self.fingerprint = self.backbone_meta.fingerprint
+        self.max_classes: int | None = self.encdec_meta.max_classes
+        self.dynamic_classes = self.encdec_meta.dynamic_classes
+        self.supports_masks = self.encdec_meta.masks
+        self.text_length = self.encdec_meta.text_length
+        self.dtype = torch.float32  # engines take and return float32 tensors (FP16 lives inside)
+        self.device = torch.device("cpu")
+        self._text_source = text_checkpoint
+        self._tokenizer_source = tokenizer
+        self._text_stage: Any = None
+        self._tokenizer: Any = None
+        self.has_text_encoder = text_checkpoint is not None
+
+    @property
+    def prune(self) -> PruneSpec:
+        return self.backbone_meta.prune_spec
+
+    # ---------------------------------------------------------------------------------- subclass hooks
+    def _run_backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def _run_encdec(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------ Backend API
+    @torch.inference_mode()
+    def backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Run the backbone engine image by image (engines are built for one image)."""
+        pixel_values = pixel_values.to(self.device, torch.float32)
+        size = tuple(pixel_values.shape[-2:])
+        if size != (self.imgsz, self.imgsz):
+            raise InputError(f"the backbone engine takes {self.imgsz}x{self.imgsz} images, got {size[0]}x{size[1]}.")
+        outs = [self._run_backbone(pixel_values[i:i + 1].contiguous()) for i in range(pixel_values.shape[0])]
+        if len(outs) == 1:
+            return tuple(outs[0])
+        return tuple(torch.cat(level) for level in zip(*outs))
+
+    @torch.inference_mode()
+    def encdec(self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor,
+               return_state: bool = False) -> dict[str, torch.Tensor]:
+        batch, classes = features[0].shape[0], text.shape[0]
+        step = self.max_classes or classes
+        per_image = []
+        for b in range(batch):
+            feats = tuple(f[b:b + 1] for f in features)
+            chunks = [self._encdec_chunk(feats, text[s:s + step], text_mask[s:s + step])
+                      for s in range(0, classes, step)]
+            per_image.append({k: torch.cat([c[k] for c in chunks]) for k in chunks[0]})
+        out = {
+            "logits": torch.stack([p["logits"] for p in per_image]),
+            "boxes": torch.stack([p["boxes"] for p in per_image]),
+            "presence": torch.stack([p["presence"].reshape(-1) for p in per_image]),
+        }
+        if return_state and self.supports_masks:
+            out["masks"] = torch.cat([p[MASK_OUTPUT] for p in per_image])  # [B * C, Q, h, w]
+        return out
+
+    def _encdec_chunk(self, feats: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
+        count = text.shape[0]
+        if not self.dynamic_classes and self.max_classes and count < self.max_classes:
+            pad = self.max_classes - count  # a fixed-size engine: repeat the last class, drop its results
+            text = torch.cat([text, text[-1:].expand(pad, -1, -1)])
+            text_mask = torch.cat([text_mask, text_mask[-1:].expand(pad, -1)])
+        inputs = {"text": text.to(self.device, torch.float32).contiguous(),
+                  "text_mask": text_mask.to(self.device, torch.int32).contiguous()}
+        levels = FPN_NAMES if self.supports_masks else FPN_NAMES[-1:]
+        all_levels = dict(zip(FPN_NAMES, feats))
+        for name in levels:
+            inputs[name] = all_levels[name].to(self.device, torch.float32).contiguous()
+        out = self._run_encdec(inputs)
+        return {k: v[:count] for k, v in out.items()}
+
+    def masks(self, features: tuple[torch.Tensor, ...], state: dict[str, torch.Tensor], text: torch.Tensor,
+              text_mask: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        if MASK_OUTPUT not in state:
+            raise InputError(f"the encoder-decoder '{self.encdec_path}' was exported without masks; export it with "
+                             "--masks.")
+        flat = pairs[:, 0].to(torch.long) * text.shape[0] + pairs[:, 1].to(torch.long)
+        return state[MASK_OUTPUT][flat.to(state[MASK_OUTPUT].device)]
+
+    # ------------------------------------------------------------------------------------ text encoder
+    def _text_encoder(self):
+        if self._text_stage is None:
+            from dart.models.loading import LoadedSam3, load_sam3
+            from dart.stages import TextStage
+
+            source = self._text_source
+            loaded = source if isinstance(source, LoadedSam3) else load_sam3(source, imgsz=self.imgsz,
+                                                                             tokenizer=self._tokenizer_source)
+            if loaded.fingerprint != self.fingerprint:
+                raise InputError(
+                    f"the engines were built from checkpoint {self.fingerprint}, but the checkpoint given for the "
+                    f"text encoder ({loaded.source}) is {loaded.fingerprint}; pass --checkpoint with the checkpoint "
+                    "the engines were exported from."
+                )
+            self._tokenizer = loaded.tokenizer()
+            self._text_stage = TextStage(loaded.model).eval()
+        return self._text_stage, self._tokenizer
+
+    @torch.inference_mode()
+    def encode_text(self, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.has_text_encoder:
+            raise InputError("this engine backend has no text encoder; give a text cache that holds every class or "
+                             "a checkpoint to encode new class names.")
+        stage, tokenizer = self._text_encoder()
+        tokens = tokenizer(list(names), padding="max_length", max_length=self.text_length, truncation=True,
+                           return_tensors="pt")
+        features = stage(tokens["input_ids"], tokens["attention_mask"])
+        return features.float().cpu(), tokens["attention_mask"].bool()
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.backbone_path.name} ({self.backbone_meta.describe()}), "
+                f"{self.encdec_path.name} ({self.encdec_meta.describe()})")
+
+
+def engine_backend(kind: str, backbone: str | Path | None = None, encdec: str | Path | None = None, *,
+                   engines: str | Path | None = None, **kwargs: Any) -> EngineBackend:
+    """Build the ``onnxruntime`` or ``tensorrt`` backend (found through the ``dart.backends`` entry points) from
+    explicit stage files or an ``engines`` folder holding ``backbone.*`` and ``encdec.*``."""
+    from dart.plugins.registry import load
+
+    if kind not in ENGINE_SUFFIX:
+        raise InputError(f"backend '{kind}' does not run exported stages; use onnxruntime or tensorrt.")
+    if backbone is None or encdec is None:
+        if engines is None:
+            raise InputError(f"the {kind} backend needs --engines DIR or both --backbone-engine and --encdec-engine.")
+        found = find_stage_files(engines, kind)
+        backbone, encdec = backbone or found[0], encdec or found[1]
+    backend_cls = load("dart.backends", kind)
+    return backend_cls(backbone, encdec, **kwargs)

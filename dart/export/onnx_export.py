@@ -1,0 +1,389 @@
+"""Export dart's two stages to ONNX: ``backbone.onnx`` and ``encdec.onnx``.
+
+- Backbone: ``pixel_values [1, 3, S, S]`` -> ``fpn_4x, fpn_2x, fpn_1x`` (at 1008 px: 288², 144², 72², 256 channels),
+  optionally pruned (blocks removed from the graph, or attention/MLP branches skipped).
+- Encoder-decoder: ``fpn_1x [1, D, s, s]`` (plus ``fpn_4x``, ``fpn_2x`` with masks), ``text [C, 32, D]`` and
+  ``text_mask [C, 32]`` (int32, 1 = token) -> ``logits [C, Q]``, ``boxes [C, Q, 4]`` (normalised xyxy),
+  ``presence [C, 1]`` and, with masks, ``masks [C, Q, 4s, 4s]`` mask logits. The sine position encoding is a
+  constant inside the graph. The class axis is dynamic (1..max) by default.
+
+Attention is exported in eager form by default: an explicit ``softmax(Q·Kᵀ·scale)`` (transformers' "eager"
+implementation), with SAM3's real-valued (cos/sin) 2-D RoPE; ``attn="sdpa"`` exports the fused-op form instead.
+Graphs are simplified with onnxslim, carry :class:`~dart.export.metadata.StageMetadata`, are written atomically
+(external data when over 2 GB) and verify themselves with onnxruntime against PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dart import __version__
+from dart.errors import DependencyError, InputError
+from dart.export.metadata import ENCDEC_OUTPUTS, FPN_NAMES, MASK_OUTPUT, StageMetadata, write_onnx_metadata
+from dart.export.verify import DEFAULT_MIN_COSINE, Agreement, check, compare_outputs
+from dart.models.sam3 import image_size, set_image_size, text_max_length, validate_imgsz
+from dart.pruning import PruneSpec, apply_pruning
+from dart.stages import BackboneStage, EncDecStage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dart.models.loading import LoadedSam3
+
+ATTENTION_FORMS = ("eager", "sdpa")
+DEFAULT_OPSET = 17
+EXTERNAL_DATA_LIMIT = 1_800_000_000  # protobuf refuses files of 2 GiB; keep a margin for the graph itself
+VERIFY_CLASSES = ("person", "car", "dog", "bicycle", "bus", "cat", "truck", "bird")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    metadata: StageMetadata
+    nodes: int
+    size_bytes: int
+    external_data: bool
+    simplified: bool
+    agreement: list[Agreement] = field(default_factory=list)  # per output, worst over the verified class counts
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------- wrappers
+class EncDecExport(nn.Module):
+    """:class:`EncDecStage` for one image, with the I/O of ``encdec.onnx`` (batch axis dropped)."""
+
+    def __init__(self, stage: EncDecStage, masks: bool):
+        super().__init__()
+        self.stage = stage
+        self.with_masks = masks
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.with_masks:
+            fpn_4x, fpn_2x, fpn_1x, text, text_mask = inputs
+        else:
+            fpn_1x, text, text_mask = inputs
+            fpn_4x = fpn_2x = fpn_1x  # unused without masks
+        mask = text_mask != 0
+        out = self.stage(fpn_4x, fpn_2x, fpn_1x, text, mask, return_state=self.with_masks)
+        logits, boxes, presence = out["logits"][0], out["boxes"][0], out["presence"][0][:, None]
+        if not self.with_masks:
+            return logits, boxes, presence
+        classes = text.shape[0]
+        pred = self.stage.mask_decoder(
+            decoder_queries=out["queries"],
+            backbone_features=[f.expand(classes, -1, -1, -1) for f in (fpn_4x, fpn_2x, fpn_1x)],
+            encoder_hidden_states=out["memory"],
+            prompt_features=text,
+            prompt_mask=mask,
+        ).pred_masks
+        return logits, boxes, presence, pred
+
+
+def encdec_input_names(masks: bool) -> list[str]:
+    return [*(FPN_NAMES if masks else FPN_NAMES[-1:]), "text", "text_mask"]
+
+
+def encdec_output_names(masks: bool) -> list[str]:
+    return [*ENCDEC_OUTPUTS, *([MASK_OUTPUT] if masks else [])]
+
+
+# -------------------------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def attention_form(model: nn.Module, form: str) -> Iterator[None]:
+    """Switch every transformers attention of ``model`` to ``form`` ("eager" or "sdpa"), restoring it after."""
+    if form not in ATTENTION_FORMS:
+        raise InputError(f"unknown attention form '{form}': use {' or '.join(ATTENTION_FORMS)}.")
+    previous = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    model.set_attn_implementation(form)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def prepare_model(loaded: LoadedSam3, imgsz: int | None = None, prune: PruneSpec | None = None) -> PruneSpec:
+    """Set the image size and apply ``prune`` (unless the model already carries that pruning); return the spec
+    the model now has."""
+    model = loaded.model
+    if imgsz is not None:
+        validate_imgsz(imgsz)
+        if image_size(model) != imgsz:
+            set_image_size(model, imgsz)
+    current: PruneSpec = getattr(model, "dart_prune_spec", PruneSpec())
+    if prune and prune != current:
+        apply_pruning(model, prune)  # refuses a model that is already pruned differently
+        current = prune
+    return current
+
+
+def full_block_count(model: nn.Module) -> int:
+    spec: PruneSpec = getattr(model, "dart_prune_spec", PruneSpec())
+    return len(model.vision_encoder.backbone.layers) + len(spec.skip_blocks)
+
+
+def sample_pixels(imgsz: int, image: str | Path | np.ndarray | None = None) -> torch.Tensor:
+    """``pixel_values [1, 3, S, S]`` of ``image``, or of a synthetic test picture (shapes, edges, gradients)."""
+    import cv2
+
+    from dart.preprocess import preprocess, to_rgb
+
+    if image is None:
+        rng = np.random.default_rng(0)
+        size = 480
+        yy, xx = np.mgrid[0:size, 0:size]
+        img = np.stack([xx * 255 // size, yy * 255 // size, (xx + yy) * 127 // size], -1).astype(np.uint8)
+        img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+        cv2.rectangle(img, (60, 80), (220, 300), (20, 20, 230), -1)
+        cv2.circle(img, (340, 320), 90, (240, 200, 10), -1)
+        cv2.line(img, (0, 450), (479, 380), (255, 255, 255), 6)
+        image = img
+    return preprocess([to_rgb(image)], imgsz)
+
+
+def sample_text(loaded: LoadedSam3, count: int, hidden: int, length: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Text features for ``count`` real class names (random features if no tokenizer can be found)."""
+    from dart.errors import CheckpointError
+    from dart.stages import TextStage
+
+    names = [VERIFY_CLASSES[i % len(VERIFY_CLASSES)] for i in range(count)]
+    try:
+        tokens = loaded.tokenizer()(names, padding="max_length", max_length=length, truncation=True,
+                                    return_tensors="pt")
+    except CheckpointError:
+        gen = torch.Generator().manual_seed(0)
+        mask = torch.zeros(count, length, dtype=torch.int32)
+        mask[:, :4] = 1
+        return torch.randn(count, length, hidden, generator=gen), mask, "random text features (no tokenizer found)"
+    with torch.inference_mode():
+        text = TextStage(loaded.model).eval()(tokens["input_ids"], tokens["attention_mask"])
+    return text.float(), tokens["attention_mask"].to(torch.int32), f"text of {', '.join(names)}"
+
+
+def _onnx_modules():
+    try:
+        import onnx
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise DependencyError(
+            f"exporting needs onnx and onnxruntime ({exc.name} is missing); install them with "
+            "`pip install 'dart-detect[onnx]'`."
+        ) from exc
+    return onnx
+
+
+def _tensor_bytes(model: Any) -> int:
+    total = 0
+    for init in model.graph.initializer:
+        if init.raw_data:
+            total += len(init.raw_data)
+        else:
+            total += 4 * max(len(init.float_data), len(init.int32_data), len(init.int64_data) * 2)
+    return total
+
+
+def save_onnx(model: Any, path: Path) -> bool:
+    """Write ``model`` to ``path`` atomically; weights go to ``<name>.data`` beside it when the file would pass
+    the 2 GB protobuf limit. Returns whether external data was used."""
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data_name = path.name + ".data"
+    external = _tensor_bytes(model) > EXTERNAL_DATA_LIMIT
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp_file = tmp_dir / path.name
+        if external:
+            onnx.save_model(model, str(tmp_file), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(tmp_dir / data_name, path.parent / data_name)
+        else:
+            onnx.save_model(model, str(tmp_file))
+        os.replace(tmp_file, path)
+        if not external and (path.parent / data_name).exists():
+            (path.parent / data_name).unlink()  # a stale weights file of an earlier, larger export
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return external
+
+
+def _export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, *, input_names: Sequence[str],
+                  output_names: Sequence[str], dynamic_axes: dict[str, dict[int, str]], opset: int, simplify: bool,
+                  metadata: StageMetadata, progress: Progress) -> tuple[int, int, bool, bool, list[str]]:
+    onnx = _onnx_modules()
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="dart-export-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        progress("tracing the PyTorch graph")
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, args, str(raw), input_names=list(input_names), output_names=list(output_names),
+                dynamic_axes=dynamic_axes or None, opset_version=opset, do_constant_folding=True, dynamo=False,
+            )
+        simplified = False
+        model = None
+        if simplify:
+            progress("simplifying with onnxslim")
+            try:
+                import onnxslim
+
+                model = onnxslim.slim(str(raw))
+                simplified = model is not None
+            except ImportError:
+                notes.append("onnxslim is not installed, so the graph was not simplified")
+            except Exception as exc:  # noqa: BLE001 - a simplifier failure must not lose the export
+                notes.append(f"onnxslim failed ({type(exc).__name__}: {exc}); the graph was kept unsimplified")
+        if model is None:
+            model = onnx.load(str(raw))
+        write_onnx_metadata(model, metadata)
+        progress(f"writing {path}")
+        external = save_onnx(model, path)
+    nodes = len(model.graph.node)
+    size = path.stat().st_size + ((path.parent / (path.name + ".data")).stat().st_size if external else 0)
+    return nodes, size, external, simplified, notes
+
+
+def _ort_session(path: Path, providers: Sequence[str] | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+def _worst(rows_per_run: list[list[Agreement]]) -> list[Agreement]:
+    """Per output, the row with the lowest cosine over several verification runs."""
+    worst: dict[str, Agreement] = {}
+    for rows in rows_per_run:
+        for r in rows:
+            if r.name not in worst or not r.cosine > worst[r.name].cosine:
+                worst[r.name] = r
+    return list(worst.values())
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+# -------------------------------------------------------------------------------------------- exports
+def export_backbone(
+    loaded: LoadedSam3,
+    output: str | Path,
+    *,
+    imgsz: int | None = None,
+    prune: PruneSpec | None = None,
+    attn: str = "eager",
+    opset: int = DEFAULT_OPSET,
+    simplify: bool = True,
+    verify: bool = True,
+    image: str | Path | np.ndarray | None = None,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    backbone_name: str = "sam3",
+    module: nn.Module | None = None,
+    progress: Progress = _noop,
+) -> ExportResult:
+    """Export the backbone (ViT + FPN, optionally pruned) of ``loaded`` to ``output``.
+
+    ``module`` replaces SAM3's ViT with another backbone producing the same three FPN levels (a student);
+    ``backbone_name`` is then recorded in the metadata.
+    """
+    output = Path(output)
+    spec = prepare_model(loaded, imgsz, prune)
+    model = loaded.model
+    size = image_size(model)
+    meta = StageMetadata(
+        stage="backbone", imgsz=size, fingerprint=loaded.fingerprint, dart_version=__version__, backbone=backbone_name,
+        prune=spec.to_dict(), num_blocks=full_block_count(model), attn=attn, text_length=text_max_length(model),
+        hidden_size=int(model.config.vision_config.fpn_hidden_size), checkpoint=str(loaded.source), opset=opset,
+    )
+    pixels = sample_pixels(size, image)
+    with attention_form(model, attn):
+        stage = (module or BackboneStage(model)).eval()
+        nodes, nbytes, external, simplified, notes = _export_graph(
+            stage, (pixels,), output, input_names=["pixel_values"], output_names=list(FPN_NAMES), dynamic_axes={},
+            opset=opset, simplify=simplify, metadata=meta, progress=progress,
+        )
+        result = ExportResult(output, meta, nodes, nbytes, external, simplified, notes=notes)
+        if verify:
+            progress("verifying with onnxruntime")
+            with torch.inference_mode():
+                reference = dict(zip(FPN_NAMES, stage(pixels)))
+            got = _ort_session(output).run(None, {"pixel_values": pixels.numpy()})
+            result.agreement = compare_outputs(reference, dict(zip(FPN_NAMES, got)))
+            check(result.agreement, min_cosine, f"backbone export {output}")
+    return result
+
+
+def export_encdec(
+    loaded: LoadedSam3,
+    output: str | Path,
+    *,
+    imgsz: int | None = None,
+    max_classes: int = 4,
+    dynamic_classes: bool = True,
+    masks: bool = False,
+    attn: str = "eager",
+    opset: int = DEFAULT_OPSET,
+    simplify: bool = True,
+    verify: bool = True,
+    image: str | Path | np.ndarray | None = None,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    progress: Progress = _noop,
+) -> ExportResult:
+    """Export the encoder-decoder (+ box head, scoring, presence; mask decoder with ``masks``) to ``output``."""
+    if max_classes < 1:
+        raise InputError(f"max_classes must be at least 1, got {max_classes}.")
+    output = Path(output)
+    prepare_model(loaded, imgsz, None)
+    model = loaded.model
+    size = image_size(model)
+    hidden = int(model.config.vision_config.fpn_hidden_size)
+    length = text_max_length(model)
+    meta = StageMetadata(
+        stage="encdec", imgsz=size, fingerprint=loaded.fingerprint, dart_version=__version__, max_classes=max_classes,
+        dynamic_classes=dynamic_classes, masks=masks, attn=attn, text_length=length, hidden_size=hidden,
+        checkpoint=str(loaded.source), opset=opset, num_blocks=full_block_count(model),
+    )
+    pixels = sample_pixels(size, image)
+    with attention_form(model, attn):
+        # The encoder-decoder reads the full model's features: verify on the unpruned backbone when possible.
+        with torch.inference_mode():
+            features = BackboneStage(model).eval()(pixels)
+        text, text_mask, text_note = sample_text(loaded, max_classes, hidden, length)
+        wrapper = EncDecExport(EncDecStage(model, size).eval(), masks).eval()
+        inputs = encdec_input_names(masks)
+        outputs = encdec_output_names(masks)
+        feats = features if masks else features[-1:]
+        axes: dict[str, dict[int, str]] = {}
+        if dynamic_classes:
+            axes = {name: {0: "classes"} for name in ("text", "text_mask", *outputs)}
+        nodes, nbytes, external, simplified, notes = _export_graph(
+            wrapper, (*feats, text, text_mask), output, input_names=inputs, output_names=outputs, dynamic_axes=axes,
+            opset=opset, simplify=simplify, metadata=meta, progress=progress,
+        )
+        result = ExportResult(output, meta, nodes, nbytes, external, simplified, notes=notes)
+        if verify:
+            progress(f"verifying with onnxruntime ({text_note})")
+            session = _ort_session(output)
+            runs = []
+            for count in sorted({1, max_classes}) if dynamic_classes else [max_classes]:
+                args = (*feats, text[:count], text_mask[:count])
+                with torch.inference_mode():
+                    reference = dict(zip(outputs, wrapper(*args)))
+                got = session.run(None, {n: a.numpy() for n, a in zip(inputs, args)})
+                runs.append(compare_outputs(reference, dict(zip(outputs, got))))
+            result.agreement = _worst(runs)
+            check(result.agreement, min_cosine, f"encoder-decoder export {output}")
+    return result
