@@ -1,0 +1,140 @@
+"""``dart eval``: accuracy on standard datasets (``dart eval coco``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from dart.commands import options as opt
+
+D = opt.DEFAULTS
+DATA = "Dataset"
+
+app = typer.Typer(help="Measure accuracy: COCO AP with pycocotools.", no_args_is_help=True,
+                  rich_markup_mode="rich")
+
+
+@app.command("coco")
+def coco(
+    images: Annotated[Path, typer.Option("--images", rich_help_panel=DATA,
+                                         help="Folder of the dataset's images (e.g. val2017/).")],
+    annotations: Annotated[Path, typer.Option("--annotations", rich_help_panel=DATA,
+                                              help="COCO instances JSON (e.g. instances_val2017.json).")],
+    max_images: Annotated[Optional[int], typer.Option(
+        "--max-images", min=1, rich_help_panel=DATA,
+        help="Evaluate only the first N images (by image id). Default: all.")] = None,
+    categories: Annotated[str, typer.Option(
+        "--categories", rich_help_panel=DATA,
+        help="coco: detect the 80 COCO class names (mapped to the file's categories by name); dataset: detect the "
+             "annotation file's own category names.")] = "coco",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (results.json, summary.json, "
+                                         "per-image predictions for resuming).")] = Path("runs/eval/coco"),
+    resume: Annotated[bool, typer.Option("--resume/--no-resume",
+                                         help="Continue an interrupted run in the same output folder.")] = True,
+    configs: Annotated[Optional[Path], typer.Option(
+        "--configs", rich_help_panel=opt.MODEL,
+        help="YAML/JSON list of setups (checkpoint, backbone, prune, backend, imgsz ...) to compare in one table; "
+             "each is evaluated into OUTPUT/<name>/.")] = None,
+    masks: Annotated[bool, typer.Option("--masks/--no-masks", rich_help_panel=opt.DETECTION,
+                                        help="Also predict masks and report segm AP.")] = False,
+    conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, rich_help_panel=opt.DETECTION,
+                                        help="Score threshold (low for AP: it ranks, it does not filter).")] = 0.05,
+    nms: opt.Nms = D["nms"],
+    max_det: Annotated[int, typer.Option("--max-det", min=1, rich_help_panel=opt.DETECTION,
+                                         help="Detections kept per image (COCO scores the top 100).")] = 100,
+    checkpoint: opt.Checkpoint = D["checkpoint"],
+    tokenizer: opt.Tokenizer = None,
+    backbone: Annotated[Optional[str], typer.Option(
+        "--backbone", rich_help_panel=opt.MODEL,
+        help="Image backbone: sam3 (default) or a registered student backbone (see `dart plugins`).")] = None,
+    student_weights: Annotated[Optional[str], typer.Option(
+        "--student-weights", rich_help_panel=opt.MODEL, help="Weights of the --backbone student.")] = None,
+    skip_blocks: opt.SkipBlocks = None,
+    mask_blocks: opt.MaskBlocks = None,
+    prune_spec: opt.PruneSpecFile = None,
+    text_cache: opt.TextCachePath = None,
+    backend: Annotated[str, typer.Option("--backend", rich_help_panel=opt.SPEED,
+                                         help="torch, onnxruntime or tensorrt (the latter two need --engines).")] = "torch",
+    engines: Annotated[Optional[str], typer.Option(
+        "--engines", rich_help_panel=opt.SPEED, help="Folder with the exported stages (ONNX files or engines).")] = None,
+    device: opt.Device = D["device"],
+    precision: opt.Precision = D["precision"],
+    compile: opt.Compile = None,
+    imgsz: opt.Imgsz = D["imgsz"],
+    max_classes: opt.MaxClasses = D["max_classes"],
+    batch: Annotated[int, typer.Option("--batch", min=1, rich_help_panel=opt.SPEED,
+                                       help="Images per backbone batch.")] = 1,
+) -> None:
+    """Detect the 80 COCO categories on a COCO-format dataset and report AP, AP50, AP75, AP_S/M/L.
+
+    Example: [bold]dart eval coco --images val2017/ --annotations instances_val2017.json --max-images 500[/]
+
+    Under [bold]torchrun --nproc-per-node 8 -m dart eval coco ...[/] each rank takes every 8th image and rank 0
+    merges and scores. Interrupted runs resume where they stopped (same command, same --output).
+    """
+    from dart.classes import COCO80
+    from dart.errors import InputError
+    from dart.eval.coco import dataset_classes, evaluate_coco, load_annotations
+    from dart.eval.report import metrics_table
+    from dart.eval.setups import Setup, load_setups
+    from dart.eval.store import dist_env
+    from dart.io import write_json
+
+    console = Console()
+    rank, world, local_rank = dist_env()
+    if categories not in ("coco", "dataset"):
+        raise InputError(f"--categories must be coco or dataset, got '{categories}'.")
+    base = Setup.from_dict({
+        "checkpoint": checkpoint, "tokenizer": tokenizer, "backbone": backbone, "student_weights": student_weights,
+        "skip_blocks": skip_blocks, "mask_blocks": mask_blocks,
+        "prune_spec": str(prune_spec) if prune_spec else None, "backend": backend, "engines": engines,
+        "imgsz": imgsz, "precision": precision, "device": device, "compile": compile, "max_classes": max_classes,
+        "text_cache": str(text_cache) if text_cache else None,
+    }, where="command line")
+    setups = load_setups(configs, base) if configs else [base]
+    for setup in setups:
+        if setup.synthetic:
+            raise InputError(f"setup '{setup.name}' uses synthetic weights, which are for speed only, never for "
+                             "accuracy; give it a real checkpoint.")
+        if world > 1 and setup.device == "auto":
+            import torch
+
+            if torch.cuda.is_available():
+                setup.device = f"cuda:{local_rank}"
+    names = list(COCO80) if categories == "coco" else dataset_classes(load_annotations(annotations))
+    rows, comparison = [], {}
+    for setup in setups:
+        out = output / setup.name if configs else output
+        if rank == 0:
+            console.print(f"[bold]{setup.name}[/]: loading {setup.checkpoint} ({setup.backend}, {setup.imgsz}px, "
+                          f"prune {setup.prune()}) ...", highlight=False)
+        detector = setup.build_detector(names, conf=conf, nms=nms, max_det=max_det, masks=masks)
+        settings = {"setup": setup.describe(), "fingerprint": detector.backend.fingerprint, "conf": conf, "nms": nms,
+                    "max_det": max_det, "categories": categories}
+        try:
+            result = evaluate_coco(detector, images, annotations, out, max_images=max_images, masks=masks,
+                                   classes=names, resume=resume, batch=batch, rank=rank, world=world,
+                                   settings=settings, progress=rank == 0)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/]: predictions so far are kept in {out}; run the same command again "
+                          "to resume.")
+            raise
+        if result is None:
+            continue
+        for iou_type, metrics in result.metrics.items():
+            rows.append((setup.name, iou_type, metrics))
+        comparison[setup.name] = {"summary": str(result.summary_path), "metrics": result.metrics,
+                                  "setup": setup.describe(), "images": result.images}
+        del detector
+    if rank != 0:
+        return
+    console.print(metrics_table(rows, f"COCO evaluation, {rows and comparison[rows[0][0]]['images']} images"))
+    if configs:
+        write_json(output / "comparison.json", comparison)
+        console.print(f"comparison saved to [bold]{output / 'comparison.json'}[/]")
+    else:
+        console.print(f"summary saved to [bold]{output / 'summary.json'}[/], results to "
+                      f"[bold]{output / 'results.json'}[/]")

@@ -1,0 +1,220 @@
+"""A *setup*: everything that decides how a detector is built (weights, backbone, pruning, backend, image size).
+
+``dart eval coco --configs FILE`` and ``dart bench class-scaling --configs FILE`` compare several setups in one
+table; each command also describes its single setup from its own flags. A configs file is YAML or JSON, either a
+list of setups or a mapping with a ``setups`` list::
+
+    setups:
+      - name: full
+      - name: pruned-16
+        prune_spec: runs/prune/spec.yaml
+      - name: repvit
+        backbone: repvit_m2_3
+        student_weights: repvit.safetensors
+      - name: trt-fp16
+        backend: tensorrt
+        engines: engines/
+
+Keys a setup leaves out take the value of the command's flags.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dart.errors import DependencyError, InputError
+from dart.models.loading import DEFAULT_CHECKPOINT
+from dart.models.sam3 import DEFAULT_IMGSZ, validate_imgsz
+from dart.pruning.spec import PruneSpec, resolve_prune_spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dart.detector import Detector
+
+SAM3_BACKBONE = "sam3"
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "checkpoint": (str,), "tokenizer": (str,), "backbone": (str,), "student_weights": (str,),
+    "skip_blocks": (str, list, int), "mask_blocks": (str, list), "prune_spec": (str,), "backend": (str,),
+    "engines": (str,), "imgsz": (int,), "precision": (str,), "device": (str,), "compile": (str,),
+    "max_classes": (int,), "text_cache": (str,), "synthetic": (bool,), "synthetic_config": (str,),
+}
+
+
+@dataclass
+class Setup:
+    """How to build one detector. ``describe()`` is what goes into result JSON files."""
+
+    name: str = "default"
+    checkpoint: str = DEFAULT_CHECKPOINT
+    tokenizer: str | None = None
+    backbone: str | None = None  # None / "sam3": SAM3's own ViT; otherwise a dart.backbones plugin (students)
+    student_weights: str | None = None
+    skip_blocks: str | list[int] | None = None
+    mask_blocks: str | list[str] | None = None
+    prune_spec: str | None = None
+    backend: str = "torch"
+    engines: str | None = None
+    imgsz: int = DEFAULT_IMGSZ
+    precision: str = "fp32"
+    device: str = "auto"
+    compile: str | None = None
+    max_classes: int = 16
+    text_cache: str | None = None
+    synthetic: bool = False  # random weights (speed only, never accuracy)
+    synthetic_config: str | None = None  # a Sam3Config JSON for synthetic weights (default: full-size SAM3)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------------------------------- parsing
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: Setup | None = None, where: str = "setup") -> Setup:
+        """A setup from a mapping; missing keys come from ``base``. Unknown keys and wrong types are sentences."""
+        if not isinstance(data, dict):
+            raise InputError(f"{where} must be a mapping of setting: value, got {type(data).__name__}.")
+        allowed = sorted(_TYPES)
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            key = str(key).replace("-", "_")
+            if key not in _TYPES:
+                raise InputError(f"{where}: unknown key '{key}'; allowed keys: {', '.join(allowed)}.")
+            if value is not None and (not isinstance(value, _TYPES[key]) or
+                                      (isinstance(value, bool) and bool not in _TYPES[key])):
+                kinds = " or ".join(t.__name__ for t in _TYPES[key])
+                raise InputError(f"{where}: '{key}' must be {kinds}, got {type(value).__name__} ({value!r}).")
+            values[key] = value
+        setup = replace(base or cls(), **values)
+        setup.validate(where)
+        return setup
+
+    def validate(self, where: str = "setup") -> None:
+        try:
+            validate_imgsz(self.imgsz)
+            self.prune()
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from exc
+        if not re.fullmatch(r"[\w.+=-]+", self.name):
+            raise InputError(f"{where}: name '{self.name}' may only use letters, digits and . _ - + = (it names a folder).")
+
+    def prune(self) -> PruneSpec:
+        skip = ",".join(map(str, self.skip_blocks)) if isinstance(self.skip_blocks, list) else self.skip_blocks
+        mask = ",".join(map(str, self.mask_blocks)) if isinstance(self.mask_blocks, list) else self.mask_blocks
+        return resolve_prune_spec(None if skip is None else str(skip), mask, self.prune_spec)
+
+    @property
+    def uses_sam3_backbone(self) -> bool:
+        return self.backbone in (None, "", SAM3_BACKBONE)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description: only the meaningful keys, prune spec resolved, synthetic weights marked."""
+        out = {k: v for k, v in asdict(self).items() if v not in (None, "", {}, []) and k != "extra"}
+        out["prune"] = str(self.prune())
+        for key in ("skip_blocks", "mask_blocks", "prune_spec"):
+            out.pop(key, None)
+        if self.synthetic:
+            out["checkpoint"] = "synthetic (random weights: speed only)"
+        else:
+            out.pop("synthetic", None)
+        return out
+
+    def label(self) -> str:
+        return f"{self.name} [synthetic weights]" if self.synthetic else self.name
+
+    # ---------------------------------------------------------------------------------------- building
+    def build_detector(self, classes: list[str] | None = None, **detector_kwargs: Any) -> Detector:
+        """Build the :class:`~dart.detector.Detector` this setup describes.
+
+        The PyTorch backend with SAM3's ViT (full, pruned, or synthetic random weights) is built here; other
+        backends and student backbones are built by the modules that provide them, when they are installed.
+        """
+        from dart.detector import Detector
+
+        detector_kwargs.setdefault("max_classes_per_batch", self.max_classes)
+        if self.text_cache and not self.synthetic:
+            detector_kwargs.setdefault("text_cache", self.text_cache)
+        if self.backend == "torch" and self.uses_sam3_backbone and not self.engines:
+            loaded = self._load_torch_model()
+            from dart.backends.torch_backend import TorchBackend
+
+            backend = TorchBackend(loaded, device=self.device, precision=self.precision, compile=self.compile)
+            detector = Detector(backend, None, **detector_kwargs)
+            if self.synthetic:
+                seed_random_text(detector, classes or [])
+            if classes is not None:
+                detector.set_classes(classes)
+            return detector
+        return _build_external(self, classes, detector_kwargs)
+
+    def _load_torch_model(self):
+        from dart.pruning import apply_pruning
+
+        if self.synthetic:
+            from dart.bench.synthetic import synthetic_sam3
+
+            loaded = synthetic_sam3(self.synthetic_config, imgsz=self.imgsz)
+        else:
+            from dart.models.loading import load_sam3
+
+            loaded = load_sam3(self.checkpoint, imgsz=self.imgsz, tokenizer=self.tokenizer)
+        spec = self.prune()
+        if spec:
+            apply_pruning(loaded.model, spec)
+        return loaded
+
+
+def seed_random_text(detector: Detector, names: list[str], seed: int = 0) -> None:
+    """Fill the detector's text cache with fixed random text features for ``names`` (synthetic weights have no
+    meaningful text encoder, and speed does not depend on the values)."""
+    import torch
+
+    backend = detector.backend
+    model = backend.loaded.model
+    length = int(model.config.text_config.max_position_embeddings)
+    width = int(model.config.detr_encoder_config.hidden_size)
+    missing = detector.text_cache.missing(names)
+    if not missing:
+        return
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(len(missing), length, width, generator=generator)
+    mask = torch.zeros(len(missing), length, dtype=torch.bool)
+    mask[:, :4] = True  # a short prompt: start token, two words, end token
+    detector.text_cache.add(missing, features, mask)
+
+
+def _build_external(setup: Setup, classes: list[str] | None, detector_kwargs: dict[str, Any]) -> Detector:
+    """Backends other than eager PyTorch and student backbones come from other dart modules / plugins."""
+    what = f"backend '{setup.backend}'" if setup.backend != "torch" or setup.engines else f"backbone '{setup.backbone}'"
+    raise DependencyError(f"setup '{setup.name}': the {what} is not available in this dart installation.")
+
+
+def load_setups(path: str | Path, base: Setup) -> list[Setup]:
+    """Read a ``--configs`` file: a list of setups (or ``{setups: [...]}``); names must be unique."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"configs file '{path}' does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"configs file '{path}' is not valid YAML/JSON: {exc}.") from exc
+    if isinstance(data, dict) and set(data) == {"setups"}:
+        data = data["setups"]
+    if not isinstance(data, list) or not data:
+        raise InputError(f"configs file '{path}' must hold a non-empty list of setups (or a 'setups:' list).")
+    setups = []
+    for i, item in enumerate(data):
+        where = f"{path}, setup {i + 1}"
+        if isinstance(item, dict) and "name" not in item:
+            item = {**item, "name": f"setup{i + 1}"}
+        setups.append(Setup.from_dict(item, base, where))
+    names = [s.name for s in setups]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"configs file '{path}': setup name '{dupes[0]}' is used twice; names must be unique.")
+    return setups
+
+
+def setup_fields() -> list[str]:
+    return [f.name for f in fields(Setup) if f.name != "extra"]
