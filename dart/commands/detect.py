@@ -14,6 +14,7 @@ D = opt.DEFAULTS
 
 
 def detect(
+    ctx: typer.Context,
     sources: Annotated[list[str], typer.Argument(help="Image files, folders or globs (quote globs: 'imgs/*.jpg').")],
     classes: opt.Classes = None,
     classes_file: opt.ClassesFile = None,
@@ -41,6 +42,10 @@ def detect(
     compile: opt.Compile = None,
     imgsz: opt.Imgsz = D["imgsz"],
     max_classes: opt.MaxClasses = D["max_classes"],
+    backend: opt.BackendName = "torch",
+    engines: opt.Engines = None,
+    backbone_engine: opt.BackboneEngine = None,
+    encdec_engine: opt.EncdecEngine = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per backbone batch.")] = 1,
     benchmark: Annotated[bool, typer.Option("--benchmark", help="Print a per-stage timing table "
                                             "(preprocess, backbone, text, encoder-decoder, post) on the first image.")] = False,
@@ -68,13 +73,27 @@ def detect(
     images = expand_images(sources)
     if output.exists() and not output.is_dir():
         raise InputError(f"output '{output}' exists and is not a folder.")
-    console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
-    detector = Detector.from_pretrained(
-        checkpoint, names, device=device, precision=precision, imgsz=imgsz, compile=compile, tokenizer=tokenizer,
-        prune=prune, conf=conf, nms=nms, class_agnostic_nms=class_agnostic_nms, max_det=max_det, masks=masks,
-        backbone=backbone, student_weights=student_weights,
-        max_classes_per_batch=max_classes, text_cache=text_cache,
-    )
+    if backend != "torch" or engines or backbone_engine or encdec_engine:
+        from dart.backends.engine_backend import engine_options
+
+        given = {name for name in ("imgsz", "skip_blocks", "mask_blocks", "prune_spec", "precision", "compile",
+                                   "backbone", "student_weights", "checkpoint")
+                 if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+        detector = Detector.from_engines(
+            backbone_engine, encdec_engine, names, engines=engines, max_classes_per_batch=max_classes, conf=conf,
+            nms=nms, class_agnostic_nms=class_agnostic_nms, max_det=max_det, masks=masks, text_cache=text_cache,
+            **engine_options(backend, given, engines=engines, backbone_engine=backbone_engine, device=device,
+                             checkpoint=checkpoint, tokenizer=tokenizer, imgsz=imgsz, prune=prune),
+        )
+        imgsz = detector.backend.imgsz
+    else:
+        console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
+        detector = Detector.from_pretrained(
+            checkpoint, names, device=device, precision=precision, imgsz=imgsz, compile=compile, tokenizer=tokenizer,
+            prune=prune, conf=conf, nms=nms, class_agnostic_nms=class_agnostic_nms, max_det=max_det, masks=masks,
+            backbone=backbone, student_weights=student_weights,
+            max_classes_per_batch=max_classes, text_cache=text_cache,
+        )
     if benchmark:
         summary = profile_stages(detector, images[0], warmup=warmup, runs=bench_runs)
         console.print(timing_table(summary, f"per-stage timing, {len(names)} classes, {imgsz}px, "

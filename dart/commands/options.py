@@ -55,6 +55,16 @@ Backbone = Annotated[Optional[str], typer.Option(
 StudentWeights = Annotated[Optional[Path], typer.Option(
     "--student-weights", rich_help_panel=MODEL,
     help="Student backbone weights (.safetensors) trained with `dart distill --phase adapter`.")]
+BackendName = Annotated[str, typer.Option(
+    "--backend", rich_help_panel=SPEED,
+    help="torch (PyTorch), onnxruntime (.onnx files from `dart export`) or tensorrt (.engine files from `dart build`).")]
+Engines = Annotated[Optional[Path], typer.Option(
+    "--engines", rich_help_panel=SPEED,
+    help="Folder with backbone.onnx + encdec.onnx (onnxruntime) or backbone.engine + encdec.engine (tensorrt).")]
+BackboneEngine = Annotated[Optional[Path], typer.Option(
+    "--backbone-engine", rich_help_panel=SPEED, help="Backbone .onnx/.engine file (instead of --engines).")]
+EncdecEngine = Annotated[Optional[Path], typer.Option(
+    "--encdec-engine", rich_help_panel=SPEED, help="Encoder-decoder .onnx/.engine file (instead of --engines).")]
 Device = Annotated[str, typer.Option("--device", rich_help_panel=SPEED, help="auto, cpu, cuda or cuda:N.")]
 Precision = Annotated[str, typer.Option("--precision", rich_help_panel=SPEED,
                                         help="fp32, fp16 (CUDA) or bf16 for the backbone and encoder-decoder.")]

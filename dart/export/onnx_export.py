@@ -193,9 +193,11 @@ def _tensor_bytes(model: Any) -> int:
     return total
 
 
-def save_onnx(model: Any, path: Path) -> bool:
-    """Write ``model`` to ``path`` atomically; weights go to ``<name>.data`` beside it when the file would pass
-    the 2 GB protobuf limit. Returns whether external data was used."""
+@contextlib.contextmanager
+def staged_onnx(model: Any, path: Path) -> Iterator[tuple[Path, bool]]:
+    """Write ``model`` into a temporary folder beside ``path`` and yield ``(staged file, external data used)``;
+    it replaces ``path`` only if the block succeeds (a failed check leaves an earlier file untouched). Weights go
+    to ``<name>.data`` beside the file when it would pass protobuf's 2 GB limit."""
     import onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,20 +209,30 @@ def save_onnx(model: Any, path: Path) -> bool:
         if external:
             onnx.save_model(model, str(tmp_file), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
-            os.replace(tmp_dir / data_name, path.parent / data_name)
         else:
             onnx.save_model(model, str(tmp_file))
+        yield tmp_file, external
+        if external:
+            os.replace(tmp_dir / data_name, path.parent / data_name)
         os.replace(tmp_file, path)
         if not external and (path.parent / data_name).exists():
             (path.parent / data_name).unlink()  # a stale weights file of an earlier, larger export
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def save_onnx(model: Any, path: Path) -> bool:
+    """Write ``model`` to ``path`` atomically (external data when needed); returns whether it used external data."""
+    with staged_onnx(model, path) as (_, external):
+        pass
     return external
 
 
+@contextlib.contextmanager
 def _export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, *, input_names: Sequence[str],
                   output_names: Sequence[str], dynamic_axes: dict[str, dict[int, str]], opset: int, simplify: bool,
-                  metadata: StageMetadata, progress: Progress) -> tuple[int, int, bool, bool, list[str]]:
+                  metadata: StageMetadata, progress: Progress) -> Iterator[tuple[Path, ExportResult]]:
+    """Trace, simplify and stage the graph; yields the staged file to verify, installed at ``path`` on success."""
     onnx = _onnx_modules()
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="dart-export-") as tmp:
@@ -248,11 +260,11 @@ def _export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
         if model is None:
             model = onnx.load(str(raw))
         write_onnx_metadata(model, metadata)
-        progress(f"writing {path}")
-        external = save_onnx(model, path)
-    nodes = len(model.graph.node)
-    size = path.stat().st_size + ((path.parent / (path.name + ".data")).stat().st_size if external else 0)
-    return nodes, size, external, simplified, notes
+    with staged_onnx(model, path) as (staged, external):
+        size = sum(f.stat().st_size for f in staged.parent.iterdir())
+        result = ExportResult(path, metadata, len(model.graph.node), size, external, simplified, notes=notes)
+        yield staged, result
+        progress(f"wrote {path}")
 
 
 def _ort_session(path: Path, providers: Sequence[str] | None = None):
@@ -311,18 +323,17 @@ def export_backbone(
     pixels = sample_pixels(size, image)
     with attention_form(model, attn):
         stage = (module or BackboneStage(model)).eval()
-        nodes, nbytes, external, simplified, notes = _export_graph(
+        with _export_graph(
             stage, (pixels,), output, input_names=["pixel_values"], output_names=list(FPN_NAMES), dynamic_axes={},
             opset=opset, simplify=simplify, metadata=meta, progress=progress,
-        )
-        result = ExportResult(output, meta, nodes, nbytes, external, simplified, notes=notes)
-        if verify:
-            progress("verifying with onnxruntime")
-            with torch.inference_mode():
-                reference = dict(zip(FPN_NAMES, stage(pixels)))
-            got = _ort_session(output).run(None, {"pixel_values": pixels.numpy()})
-            result.agreement = compare_outputs(reference, dict(zip(FPN_NAMES, got)))
-            check(result.agreement, min_cosine, f"backbone export {output}")
+        ) as (staged, result):
+            if verify:
+                progress("verifying with onnxruntime")
+                with torch.inference_mode():
+                    reference = dict(zip(FPN_NAMES, stage(pixels)))
+                got = _ort_session(staged).run(None, {"pixel_values": pixels.numpy()})
+                result.agreement = compare_outputs(reference, dict(zip(FPN_NAMES, got)))
+                check(result.agreement, min_cosine, f"backbone export {output}")
     return result
 
 
@@ -369,21 +380,20 @@ def export_encdec(
         axes: dict[str, dict[int, str]] = {}
         if dynamic_classes:
             axes = {name: {0: "classes"} for name in ("text", "text_mask", *outputs)}
-        nodes, nbytes, external, simplified, notes = _export_graph(
+        with _export_graph(
             wrapper, (*feats, text, text_mask), output, input_names=inputs, output_names=outputs, dynamic_axes=axes,
             opset=opset, simplify=simplify, metadata=meta, progress=progress,
-        )
-        result = ExportResult(output, meta, nodes, nbytes, external, simplified, notes=notes)
-        if verify:
-            progress(f"verifying with onnxruntime ({text_note})")
-            session = _ort_session(output)
-            runs = []
-            for count in sorted({1, max_classes}) if dynamic_classes else [max_classes]:
-                args = (*feats, text[:count], text_mask[:count])
-                with torch.inference_mode():
-                    reference = dict(zip(outputs, wrapper(*args)))
-                got = session.run(None, {n: a.numpy() for n, a in zip(inputs, args)})
-                runs.append(compare_outputs(reference, dict(zip(outputs, got))))
-            result.agreement = _worst(runs)
-            check(result.agreement, min_cosine, f"encoder-decoder export {output}")
+        ) as (staged, result):
+            if verify:
+                progress(f"verifying with onnxruntime ({text_note})")
+                session = _ort_session(staged)
+                runs = []
+                for count in sorted({1, max_classes}) if dynamic_classes else [max_classes]:
+                    args = (*feats, text[:count], text_mask[:count])
+                    with torch.inference_mode():
+                        reference = dict(zip(outputs, wrapper(*args)))
+                    got = session.run(None, {n: a.numpy() for n, a in zip(inputs, args)})
+                    runs.append(compare_outputs(reference, dict(zip(outputs, got))))
+                result.agreement = _worst(runs)
+                check(result.agreement, min_cosine, f"encoder-decoder export {output}")
     return result

@@ -1,0 +1,182 @@
+"""``dart export backbone`` / ``dart export encdec``: the two stages as verified ONNX files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from dart.commands import options as opt
+
+D = opt.DEFAULTS
+EXPORT = "Export"
+
+app = typer.Typer(
+    name="export",
+    help="Export the backbone and the encoder-decoder to ONNX (simplified, with metadata, verified against PyTorch).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+Attn = Annotated[str, typer.Option(
+    "--attn", rich_help_panel=EXPORT,
+    help="Attention form: eager (explicit softmax(Q·Kᵀ), accurate in FP16) or sdpa (the fused-op form).")]
+Opset = Annotated[int, typer.Option("--opset", min=17, rich_help_panel=EXPORT,
+                                    help="ONNX opset (17+ exports LayerNorm as one node).")]
+Simplify = Annotated[bool, typer.Option("--simplify/--no-simplify", rich_help_panel=EXPORT,
+                                        help="Simplify the graph with onnxslim.")]
+Verify = Annotated[bool, typer.Option("--verify/--no-verify", rich_help_panel=EXPORT,
+                                      help="Run the graph in onnxruntime and compare every output with PyTorch.")]
+VerifyImage = Annotated[Optional[Path], typer.Option(
+    "--image", rich_help_panel=EXPORT, help="Image used for the verification (default: a synthetic test picture).")]
+MinCosine = Annotated[float, typer.Option("--min-cosine", min=0.0, max=1.0, rich_help_panel=EXPORT,
+                                          help="Verification fails below this cosine similarity with PyTorch.")]
+
+
+def _render(console: Console, result, title: str) -> None:
+    from rich.table import Table
+
+    from dart.export.verify import agreement_table
+
+    meta = result.metadata
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("file", f"{result.path}" + (f" (+ {result.path.name}.data)" if result.external_data else ""))
+    table.add_row("size", f"{result.size_bytes / 1e6:.1f} MB")
+    table.add_row("nodes", f"{result.nodes}" + (" (onnxslim)" if result.simplified else " (not simplified)"))
+    table.add_row("imgsz", str(meta.imgsz))
+    if meta.stage == "backbone":
+        table.add_row("backbone", meta.backbone)
+        table.add_row("pruning", str(meta.prune_spec))
+    else:
+        table.add_row("classes", f"1..{meta.max_classes} (dynamic)" if meta.dynamic_classes
+                      else f"{meta.max_classes} (fixed)")
+        table.add_row("masks", "yes" if meta.masks else "no")
+    table.add_row("attention", meta.attn)
+    table.add_row("checkpoint", f"{meta.checkpoint} ({meta.fingerprint})")
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if result.agreement:
+        console.print(agreement_table(result.agreement, "onnxruntime vs PyTorch", min_cosine=None))
+    else:
+        console.print("[yellow]not verified[/] (--no-verify)")
+
+
+def _progress(console: Console):
+    status = console.status("exporting ...")
+    status.start()
+
+    def update(message: str) -> None:
+        status.update(f"{message} ...")
+
+    return status, update
+
+
+@app.command("backbone")
+def backbone(
+    checkpoint: opt.Checkpoint = D["checkpoint"],
+    tokenizer: opt.Tokenizer = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")] = Path("engines/backbone.onnx"),
+    imgsz: opt.Imgsz = D["imgsz"],
+    skip_blocks: opt.SkipBlocks = None,
+    mask_blocks: opt.MaskBlocks = None,
+    prune_spec: opt.PruneSpecFile = None,
+    backbone_name: opt.Backbone = None,
+    student_weights: opt.StudentWeights = None,
+    attn: Attn = "eager",
+    opset: Opset = 17,
+    simplify: Simplify = True,
+    verify: Verify = True,
+    image: VerifyImage = None,
+    min_cosine: MinCosine = 0.999,
+) -> None:
+    """Export the backbone (ViT + FPN, optionally pruned, or a student) to ONNX.
+
+    Input [bold]pixel_values[/] [1,3,S,S]; outputs [bold]fpn_4x, fpn_2x, fpn_1x[/] (at 1008 px: 288², 144², 72²).
+
+    Example: [bold]dart export backbone --imgsz 1008 --skip-blocks 5,10 -o engines/backbone.onnx[/]
+    """
+    from dart.errors import InputError
+    from dart.export.onnx_export import export_backbone
+    from dart.models.loading import load_sam3
+    from dart.models.sam3 import validate_imgsz
+    from dart.pruning.spec import resolve_prune_spec
+
+    console = Console()
+    validate_imgsz(imgsz)
+    prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
+    if image is not None and not image.is_file():
+        raise InputError(f"image '{image}' does not exist.")
+    with console.status(f"loading SAM3 from {checkpoint} ..."):
+        loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
+    module, name = None, "sam3"
+    if student_weights is not None or (backbone_name not in (None, "sam3")):
+        from dart.students import build_backbone, student_name_of
+
+        if student_weights is None:
+            raise InputError(f"--backbone {backbone_name} needs --student-weights FILE (from `dart distill`).")
+        if prune:
+            raise InputError("--skip-blocks/--mask-blocks prune SAM3's ViT, which a student backbone replaces; give "
+                             "one or the other.")
+        name = backbone_name or student_name_of(student_weights)
+        module = build_backbone(name, loaded.model, weights=student_weights)
+    status, update = _progress(console)
+    try:
+        result = export_backbone(loaded, output, imgsz=imgsz, prune=prune or None, attn=attn, opset=opset,
+                                 simplify=simplify, verify=verify, image=image, min_cosine=min_cosine,
+                                 backbone_name=name, module=module, progress=update)
+    finally:
+        status.stop()
+    _render(console, result, "backbone export")
+
+
+@app.command("encdec")
+def encdec(
+    checkpoint: opt.Checkpoint = D["checkpoint"],
+    tokenizer: opt.Tokenizer = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")] = Path("engines/encdec.onnx"),
+    imgsz: opt.Imgsz = D["imgsz"],
+    max_classes: Annotated[int, typer.Option(
+        "--max-classes", min=1, help="Most classes one call takes (more are chunked by the Detector).")] = 4,
+    dynamic_classes: Annotated[bool, typer.Option(
+        "--dynamic-classes/--static-classes",
+        help="Dynamic class axis 1..max (1 class does not pay for max); static: always max (padded).")] = True,
+    masks: Annotated[bool, typer.Option("--masks/--no-masks",
+                                        help="Also output mask logits [C,Q,4s,4s] (needed for --masks).")] = False,
+    attn: Attn = "eager",
+    opset: Opset = 17,
+    simplify: Simplify = True,
+    verify: Verify = True,
+    image: VerifyImage = None,
+    min_cosine: MinCosine = 0.999,
+) -> None:
+    """Export the encoder-decoder (DETR encoder + decoder, box head, scoring, presence; mask decoder with --masks).
+
+    Inputs [bold]fpn_1x[/] [1,D,s,s] (+ fpn_4x, fpn_2x with --masks), [bold]text[/] [C,32,D], [bold]text_mask[/]
+    [C,32] int32; outputs [bold]logits[/] [C,Q], [bold]boxes[/] [C,Q,4] (xyxy, 0..1), [bold]presence[/] [C,1].
+
+    Example: [bold]dart export encdec --imgsz 1008 --max-classes 4 -o engines/encdec.onnx[/]
+    """
+    from dart.errors import InputError
+    from dart.export.onnx_export import export_encdec
+    from dart.models.loading import load_sam3
+    from dart.models.sam3 import validate_imgsz
+
+    console = Console()
+    validate_imgsz(imgsz)
+    if image is not None and not image.is_file():
+        raise InputError(f"image '{image}' does not exist.")
+    with console.status(f"loading SAM3 from {checkpoint} ..."):
+        loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
+    status, update = _progress(console)
+    try:
+        result = export_encdec(loaded, output, imgsz=imgsz, max_classes=max_classes, dynamic_classes=dynamic_classes,
+                               masks=masks, attn=attn, opset=opset, simplify=simplify, verify=verify, image=image,
+                               min_cosine=min_cosine, progress=update)
+    finally:
+        status.stop()
+    _render(console, result, "encoder-decoder export")
