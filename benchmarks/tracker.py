@@ -1,0 +1,108 @@
+"""Per-frame cost of the ByteTrack tracker for many objects (CPU; no model involved).
+
+    python benchmarks/tracker.py                  # 100 objects, 300 frames
+    python benchmarks/tracker.py --objects 20 50 100 200 --frames 500 --reference
+
+Synthetic scene: objects moving at constant speed and bouncing off the borders, box jitter, 5 % missed and 10 %
+low-score detections, a few one-frame false positives. Prints median and p95 milliseconds per
+``tracker.update`` call, as CPU time of the calling thread and as wall-clock time (the time to build the input Detections is not counted) and, with ``--reference``, the
+same for the published ``cjm-byte-track`` implementation (dev extra) on the same detection stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from dart.detections import Detections
+from dart.tracking import ByteTrack
+
+
+def detection_stream(objects: int, frames: int, seed: int = 0, size: tuple[int, int] = (1080, 1920)) -> list[Detections]:
+    rng = np.random.default_rng(seed)
+    h, w = size
+    pos = rng.uniform([60, 60], [w - 60, h - 60], (objects, 2))
+    vel = rng.uniform(-6, 6, (objects, 2))
+    wh = rng.uniform([20, 40], [60, 120], (objects, 2))
+    names = np.array(["person", "car", "bicycle"], dtype=object)
+    stream = []
+    for _ in range(frames):
+        pos += vel
+        for k, limit in enumerate((w, h)):
+            out = (pos[:, k] < wh[:, k] / 2) | (pos[:, k] > limit - wh[:, k] / 2)
+            vel[out, k] *= -1
+            pos[:, k] = np.clip(pos[:, k], wh[:, k] / 2, limit - wh[:, k] / 2)
+        r = rng.random(objects)
+        keep = r >= 0.05
+        scores = np.where(r < 0.15, rng.uniform(0.2, 0.45, objects), rng.uniform(0.6, 0.95, objects))[keep]
+        centre = pos[keep] + rng.normal(0, 1.5, (int(keep.sum()), 2))
+        xyxy = np.concatenate([centre - wh[keep] / 2, centre + wh[keep] / 2], axis=1)
+        classes = (np.arange(objects) % 3)[keep]
+        if rng.random() < 0.3:
+            fp = rng.uniform([0, 0], [w - 40, h - 40])
+            xyxy = np.concatenate([xyxy, [[fp[0], fp[1], fp[0] + 30, fp[1] + 30]]])
+            scores = np.append(scores, rng.uniform(0.3, 0.55))
+            classes = np.append(classes, 0)
+        stream.append(Detections(xyxy, scores, classes, names[classes], image_size=size))
+    return stream
+
+
+def timed(update, inputs: list, warmup: int = 20) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU (this thread) milliseconds per call, after ``warmup`` untimed calls. On a busy machine
+    the CPU time is the better measure of the tracker's own cost."""
+    wall, cpu = [], []
+    for i, item in enumerate(inputs):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        update(item)
+        c1, w1 = time.thread_time(), time.perf_counter()
+        if i >= warmup:
+            wall.append((w1 - w0) * 1000.0)
+            cpu.append((c1 - c0) * 1000.0)
+    return wall, cpu
+
+
+def time_ours(stream: list[Detections]) -> tuple[list[float], list[float]]:
+    return timed(ByteTrack().update, stream)
+
+
+def time_reference(stream: list[Detections], size: tuple[int, int] = (1080, 1920)) -> tuple[list[float], list[float]]:
+    from cjm_byte_track.core import BYTETracker
+
+    tracker = BYTETracker(track_thresh=0.5, track_buffer=30, match_thresh=0.5, frame_rate=30)
+    arrays = [np.concatenate([d.xyxy, d.scores[:, None]], axis=1).astype(np.float64) for d in stream]
+    return timed(lambda results: tracker.update(results, size, size), arrays)
+
+
+def row(name: str, objects: int, times: tuple[list[float], list[float]]) -> list[str]:
+    wall, cpu = times
+    return [name, str(objects), f"{statistics.median(cpu):.3f}", f"{float(np.percentile(cpu, 95)):.3f}",
+            f"{statistics.median(wall):.3f}", f"{float(np.percentile(wall, 95)):.3f}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--objects", type=int, nargs="+", default=[100], help="objects per frame (default: 100)")
+    parser.add_argument("--frames", type=int, default=300, help="frames per run (default: 300)")
+    parser.add_argument("--reference", action="store_true", help="also time cjm-byte-track (pip install cjm-byte-track)")
+    args = parser.parse_args()
+
+    table = Table(title=f"tracker.update cost per frame ({platform.processor() or platform.machine()}, "
+                        f"{args.frames} frames)", title_justify="left")
+    for col in ("tracker", "objects", "CPU median ms", "CPU p95 ms", "wall median ms", "wall p95 ms"):
+        table.add_column(col, justify="right" if col != "tracker" else "left")
+    for n in args.objects:
+        stream = detection_stream(n, args.frames)
+        table.add_row(*row("dart ByteTrack", n, time_ours(stream)))
+        if args.reference:
+            table.add_row(*row("cjm-byte-track", n, time_reference(stream)))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""ByteTrack (Zhang et al., 2022): multi-object tracking by associating every detection box, low scores included.
+
+Per frame:
+
+1. Kalman-predict every confirmed track (tracked and lost ones); match them to the **high-score** detections
+   (``score >= track_thresh``) by IoU with a minimum-cost assignment (``IoU >= match_thresh``).
+2. Match the confirmed tracks still unmatched (and not already lost) to the **low-score** detections
+   (``low_thresh < score < track_thresh``, the boxes other trackers throw away: occluded or blurred objects),
+   ``IoU >= low_match_thresh``. Tracks still unmatched become *lost*.
+3. Match **unconfirmed** tracks (born last frame) to the high-score detections left over
+   (``IoU >= unconfirmed_match_thresh``); an unconfirmed track that finds no detection is dropped.
+4. Left-over high-score detections with ``score >= new_track_thresh`` start new (unconfirmed) tracks — except
+   those that duplicate an object already tracked this frame (``IoU >= birth_iou``, e.g. the same vehicle seen
+   as "car" and "van"). Tracks born on the first frame are confirmed at once; later ones on their second hit.
+5. Lost tracks unseen for more than ``max_time_lost`` frames are removed; a tracked and a lost track that cover
+   the same object (``IoU > duplicate_iou``) are resolved in favour of the longer-lived one.
+
+On top of the reference algorithm: each track's class is smoothed over its history (score-weighted votes that
+decay by ``class_momentum`` per hit), its score is an exponential moving average (``score_momentum``), and an
+optional class-agnostic NMS (``nms_iou``) can merge overlapping boxes of different classes before tracking.
+Track state lives in stacked numpy arrays, so prediction, update and IoU run once per frame for all tracks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dart.detections import Detections
+from dart.errors import InputError
+from dart.tracking.kalman import KalmanFilter, cxcywh_to_xyxy, xyxy_to_cxcywh
+from dart.tracking.matching import box_iou, linear_assignment
+
+TRACKED, LOST = 0, 1
+_IMPOSSIBLE = 2.0  # an association cost above any admissible limit (costs are 1 - IoU, in [0, 1])
+
+
+class ByteTrack:
+    """ByteTrack over :class:`~dart.detections.Detections`, one frame at a time.
+
+    >>> tracker = ByteTrack()
+    >>> for frame in video:
+    ...     tracks = tracker.update(detector.detect(frame))   # tracks.track_ids: stable IDs from 1
+    """
+
+    name = "bytetrack"
+
+    def __init__(
+        self,
+        track_thresh: float = 0.5,
+        match_thresh: float = 0.5,
+        max_time_lost: int = 30,
+        *,
+        low_thresh: float = 0.1,
+        new_track_thresh: float | None = None,
+        low_match_thresh: float = 0.5,
+        unconfirmed_match_thresh: float = 0.3,
+        duplicate_iou: float = 0.85,
+        birth_iou: float | None = 0.8,
+        class_aware: bool = False,
+        class_momentum: float = 0.9,
+        score_momentum: float = 0.6,
+        nms_iou: float | None = None,
+    ):
+        new_track_thresh = min(1.0, track_thresh + 0.1) if new_track_thresh is None else new_track_thresh
+        for name, value in (("track_thresh", track_thresh), ("match_thresh", match_thresh),
+                            ("low_thresh", low_thresh), ("new_track_thresh", new_track_thresh),
+                            ("low_match_thresh", low_match_thresh),
+                            ("unconfirmed_match_thresh", unconfirmed_match_thresh), ("duplicate_iou", duplicate_iou),
+                            ("birth_iou", birth_iou), ("class_momentum", class_momentum),
+                            ("score_momentum", score_momentum), ("nms_iou", nms_iou)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise InputError(f"{name} must be between 0 and 1, got {value}.")
+        if low_thresh > track_thresh:
+            raise InputError(f"low_thresh ({low_thresh}) must not exceed track_thresh ({track_thresh}).")
+        if max_time_lost < 0:
+            raise InputError(f"max_time_lost must be 0 or more frames, got {max_time_lost}.")
+        self.track_thresh = track_thresh
+        self.match_thresh = match_thresh
+        self.max_time_lost = int(max_time_lost)
+        self.low_thresh = low_thresh
+        self.new_track_thresh = new_track_thresh
+        self.low_match_thresh = low_match_thresh
+        self.unconfirmed_match_thresh = unconfirmed_match_thresh
+        self.duplicate_iou = duplicate_iou
+        self.birth_iou = birth_iou
+        self.class_aware = class_aware
+        self.class_momentum = class_momentum
+        self.score_momentum = score_momentum
+        self.nms_iou = nms_iou
+        self.kalman = KalmanFilter()
+        self.reset()
+
+    # --------------------------------------------------------------------------------------------- state
+    def reset(self) -> None:
+        self.frame_id = 0
+        self._next_id = 1
+        self._names = np.zeros(0, dtype=object)  # class id -> class name, learnt from the detections
+        self._known = np.zeros(0, dtype=bool)
+        self._mean = np.zeros((0, 8))
+        self._cov = np.zeros((0, 8, 8))
+        self._state = np.zeros(0, dtype=np.int8)
+        self._activated = np.zeros(0, dtype=bool)
+        self._last = np.zeros(0, dtype=np.int64)  # frame of the last associated detection
+        self._start = np.zeros(0, dtype=np.int64)
+        self._ids = np.zeros(0, dtype=np.int64)  # 0 until the track is confirmed
+        self._score = np.zeros(0)
+        self._votes = np.zeros((0, 0))
+
+    def __len__(self) -> int:
+        """Tracks alive (tracked, unconfirmed or lost)."""
+        return len(self._ids)
+
+    @property
+    def num_tracked(self) -> int:
+        return int(np.count_nonzero((self._state == TRACKED) & self._activated))
+
+    @property
+    def num_lost(self) -> int:
+        return int(np.count_nonzero(self._state == LOST))
+
+    def _keep(self, keep: np.ndarray) -> None:
+        if keep.all():
+            return
+        for attr in ("_mean", "_cov", "_state", "_activated", "_last", "_start", "_ids", "_score", "_votes"):
+            setattr(self, attr, getattr(self, attr)[keep])
+
+    def _classes(self, index: np.ndarray) -> np.ndarray:
+        return np.argmax(self._votes[index], axis=1) if len(index) else np.zeros(0, dtype=np.int64)
+
+    def _cost(self, tracks: np.ndarray, track_boxes: np.ndarray, dets: np.ndarray, boxes: np.ndarray,
+              classes: np.ndarray) -> np.ndarray:
+        cost = 1.0 - box_iou(track_boxes[tracks], boxes[dets])
+        if self.class_aware and cost.size:
+            cost[self._classes(tracks)[:, None] != classes[dets][None, :]] = _IMPOSSIBLE
+        return cost
+
+    # -------------------------------------------------------------------------------------------- update
+    def update(self, detections: Detections) -> Detections:
+        """Associate this frame's detections with the tracks; return the confirmed tracks seen in this frame
+        (detection boxes and masks, smoothed class and score, ``track_ids``), ordered by track ID."""
+        self.frame_id += 1
+        frame = self.frame_id
+        dets = detections
+        if self.nms_iou is not None and len(dets) > 1:
+            dets = dets[_nms(dets.xyxy, dets.scores, self.nms_iou)]
+        boxes = dets.xyxy.astype(np.float64)
+        scores = dets.scores.astype(np.float64)
+        classes = dets.class_ids
+        if len(dets):
+            self._learn_names(classes, dets.class_names)
+
+        high = np.flatnonzero(scores >= self.track_thresh)
+        low = np.flatnonzero((scores > self.low_thresh) & (scores < self.track_thresh))
+
+        tracked = self._state == TRACKED
+        unconfirmed = np.flatnonzero(tracked & ~self._activated)
+        pool = np.flatnonzero(~(tracked & ~self._activated))  # confirmed tracks, tracked or lost
+        if len(pool):
+            mean = self._mean[pool].copy()
+            mean[self._state[pool] != TRACKED, 6:] = 0.0  # a lost track stops growing or shrinking
+            self._mean[pool], self._cov[pool] = self.kalman.predict(mean, self._cov[pool])
+        track_boxes = cxcywh_to_xyxy(self._mean)
+        matched_det = np.full(len(self._ids), -1, dtype=np.int64)
+
+        # 1. confirmed tracks <-> high-score detections
+        m1, free_pool, free_high = linear_assignment(self._cost(pool, track_boxes, high, boxes, classes),
+                                                     1.0 - self.match_thresh)
+        matched_det[pool[m1[:, 0]]] = high[m1[:, 1]]
+        # 2. still-tracked leftovers <-> low-score detections
+        rest = pool[free_pool]
+        rest = rest[self._state[rest] == TRACKED]
+        m2, free_rest, _ = linear_assignment(self._cost(rest, track_boxes, low, boxes, classes),
+                                             1.0 - self.low_match_thresh)
+        matched_det[rest[m2[:, 0]]] = low[m2[:, 1]]
+        newly_lost = rest[free_rest]
+        # 3. unconfirmed tracks <-> high-score leftovers
+        high_left = high[free_high]
+        m3, free_unconfirmed, free_left = linear_assignment(
+            self._cost(unconfirmed, track_boxes, high_left, boxes, classes), 1.0 - self.unconfirmed_match_thresh)
+        matched_det[unconfirmed[m3[:, 0]]] = high_left[m3[:, 1]]
+
+        matched = np.flatnonzero(matched_det >= 0)
+        used = matched_det[matched]
+        self._apply_hits(matched, used, boxes, scores, classes, frame)
+        self._state[newly_lost] = LOST
+
+        keep = np.ones(len(self._ids), dtype=bool)
+        keep[unconfirmed[free_unconfirmed]] = False
+        # 4. births
+        births = high_left[free_left]
+        births = births[scores[births] >= self.new_track_thresh]
+        births = self._suppress_duplicate_births(births, used, boxes, scores)
+        self._keep(keep)
+        matched_det = matched_det[keep]
+        self._add_tracks(births, boxes, scores, classes, frame)
+        matched_det = np.concatenate([matched_det, births])
+        # 5. stale lost tracks, tracked/lost duplicates
+        keep = ~((self._state == LOST) & (frame - self._last > self.max_time_lost))
+        keep &= ~self._duplicates()
+        self._keep(keep)
+        matched_det = matched_det[keep]
+
+        out = np.flatnonzero((self._state == TRACKED) & self._activated & (self._last == frame))
+        out = out[np.argsort(self._ids[out], kind="stable")]
+        return self._output(dets, out, matched_det[out])
+
+    def _learn_names(self, classes: np.ndarray, names: np.ndarray) -> None:
+        if classes.min() < 0:
+            raise InputError("class ids must be 0 or more to be tracked.")
+        width = int(classes.max()) + 1
+        if width > len(self._names):
+            grow = width - len(self._names)
+            extra = np.array([str(i) for i in range(len(self._names), width)], dtype=object)
+            self._names = np.concatenate([self._names, extra])
+            self._known = np.concatenate([self._known, np.zeros(grow, dtype=bool)])
+            self._votes = np.pad(self._votes, ((0, 0), (0, grow)))
+        new = ~self._known[classes]
+        if new.any():
+            self._names[classes[new]] = names[new]
+            self._known[classes[new]] = True
+
+    def _apply_hits(self, index: np.ndarray, det: np.ndarray, boxes, scores, classes, frame: int) -> None:
+        if not len(index):
+            return
+        self._mean[index], self._cov[index] = self.kalman.update(self._mean[index], self._cov[index],
+                                                                 xyxy_to_cxcywh(boxes[det]))
+        self._state[index] = TRACKED
+        self._last[index] = frame
+        m = self.score_momentum
+        self._score[index] = m * self._score[index] + (1.0 - m) * scores[det]
+        self._votes[index] *= self.class_momentum
+        self._votes[index, classes[det]] += scores[det]
+        confirm = index[~self._activated[index]]
+        self._activated[index] = True
+        self._assign_ids(confirm)
+
+    def _assign_ids(self, index: np.ndarray) -> None:
+        self._ids[index] = np.arange(self._next_id, self._next_id + len(index))
+        self._next_id += len(index)
+
+    def _suppress_duplicate_births(self, births: np.ndarray, used: np.ndarray, boxes, scores) -> np.ndarray:
+        """Drop births that cover an object already matched this frame, or a better-scored birth."""
+        if self.birth_iou is None or not len(births):
+            return births
+        births = births[np.argsort(-scores[births], kind="stable")]
+        keep = np.ones(len(births), dtype=bool)
+        if len(used):
+            keep &= box_iou(boxes[births], boxes[used]).max(axis=1) < self.birth_iou
+        overlap = box_iou(boxes[births], boxes[births])
+        for i in range(len(births)):
+            if keep[i]:
+                keep[i + 1:] &= overlap[i, i + 1:] < self.birth_iou
+        return np.sort(births[keep])
+
+    def _add_tracks(self, births: np.ndarray, boxes, scores, classes, frame: int) -> None:
+        n = len(births)
+        if not n:
+            return
+        mean, cov = self.kalman.initiate(xyxy_to_cxcywh(boxes[births]))
+        votes = np.zeros((n, self._votes.shape[1]))
+        votes[np.arange(n), classes[births]] = scores[births]
+        first = len(self._ids)
+        self._mean = np.concatenate([self._mean, mean])
+        self._cov = np.concatenate([self._cov, cov])
+        self._state = np.concatenate([self._state, np.full(n, TRACKED, dtype=np.int8)])
+        self._activated = np.concatenate([self._activated, np.full(n, frame == 1)])
+        self._last = np.concatenate([self._last, np.full(n, frame, dtype=np.int64)])
+        self._start = np.concatenate([self._start, np.full(n, frame, dtype=np.int64)])
+        self._ids = np.concatenate([self._ids, np.zeros(n, dtype=np.int64)])
+        self._score = np.concatenate([self._score, scores[births]])
+        self._votes = np.concatenate([self._votes, votes])
+        if frame == 1:
+            self._assign_ids(np.arange(first, first + n))
+
+    def _duplicates(self) -> np.ndarray:
+        """Tracked and lost tracks on the same object: the shorter-lived of each pair goes (ties: the tracked one,
+        as in the reference implementation)."""
+        drop = np.zeros(len(self._ids), dtype=bool)
+        tracked = np.flatnonzero(self._state == TRACKED)
+        lost = np.flatnonzero(self._state == LOST)
+        if not len(tracked) or not len(lost):
+            return drop
+        boxes = cxcywh_to_xyxy(self._mean)
+        same = box_iou(boxes[tracked], boxes[lost]) > self.duplicate_iou
+        if self.class_aware:  # classes are kept apart: a rider and their bicycle are not duplicates
+            same &= self._classes(tracked)[:, None] == self._classes(lost)[None, :]
+        p, q = np.nonzero(same)
+        if not len(p):
+            return drop
+        age = self._last - self._start
+        tracked_older = age[tracked[p]] > age[lost[q]]
+        drop[lost[q[tracked_older]]] = True
+        drop[tracked[p[~tracked_older]]] = True
+        return drop
+
+    def _output(self, dets: Detections, index: np.ndarray, det_index: np.ndarray) -> Detections:
+        class_ids = self._classes(index)
+        out = Detections(
+            xyxy=dets.xyxy[det_index],
+            scores=self._score[index],
+            class_ids=class_ids,
+            class_names=self._names[class_ids] if len(class_ids) else np.zeros(0, dtype=object),
+            masks=None if dets.masks is None else dets.masks[det_index],
+            track_ids=self._ids[index],
+            image_size=dets.image_size,
+        )
+        out.extra["det_scores"] = dets.scores[det_index]
+        out.extra["det_class_ids"] = dets.class_ids[det_index]
+        out.extra["track_xyxy"] = cxcywh_to_xyxy(self._mean[index]).astype(np.float32)
+        return out
+
+
+def _nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Class-agnostic NMS (torchvision) -> kept indices, best first."""
+    import torch
+    from torchvision.ops import nms
+
+    keep = nms(torch.from_numpy(np.ascontiguousarray(xyxy, dtype=np.float32)),
+               torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)), iou)
+    return keep.numpy()
