@@ -173,16 +173,38 @@ class Detector:
             raise InputError("no classes set: call set_classes([...]) first.")
         if not images:
             return []
+        pixels, sizes = self.prepare(images)
+        features = self.run_backbone(pixels)
+        heads = self.run_heads(features, len(sizes))
+        return self.finish(heads, sizes)
+
+    # The four steps of detect_batch, public so that a video pipeline can run the backbone of one frame while the
+    # encoder-decoder of the previous one runs (on another thread / CUDA stream).
+    def prepare(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Images -> ``(pixel_values [B, 3, S, S]`` on the backend's device, original ``(height, width)`` sizes)."""
         rgb = [to_rgb(im) for im in images]
         sizes = [(im.shape[0], im.shape[1]) for im in rgb]
         with self.timer("preprocess"):
             pixels = preprocess(rgb, self.backend.imgsz, self.backend.device, self.backend.dtype)
+        return pixels, sizes
+
+    def run_backbone(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``pixel_values`` -> FPN features (once per image, whatever the number of classes)."""
         with self.timer("backbone"):
-            features = self.backend.backbone(pixels)
+            return self.backend.backbone(pixels)
+
+    def run_heads(self, features: tuple[torch.Tensor, ...], batch: int):
+        """FPN features of ``batch`` images -> raw per-class outputs (encoder-decoder over the class chunks)."""
+        if self._text is None:
+            raise InputError("no classes set: call set_classes([...]) first.")
         with self.timer("encdec"):
-            logits, boxes, presence, mask_bank = self._run_encdec(features, len(rgb))
+            return self._run_encdec(features, batch)
+
+    def finish(self, heads, sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+        """Raw outputs of :meth:`run_heads` -> one :class:`Detections` per image (thresholds, NMS, pixels)."""
+        logits, boxes, presence, mask_bank = heads
         with self.timer("post"):
-            return [self._finish(i, logits[i], boxes[i], presence[i], mask_bank[i], sizes[i]) for i in range(len(rgb))]
+            return [self._finish(i, logits[i], boxes[i], presence[i], mask_bank[i], sizes[i]) for i in range(len(sizes))]
 
     def _run_encdec(self, features: tuple[torch.Tensor, ...], batch: int):
         text, text_mask = self._text  # type: ignore[misc]
