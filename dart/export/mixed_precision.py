@@ -149,8 +149,34 @@ def to_mixed_fp16(model: Any, fp32_nodes: Sequence[str] = ()) -> Any:
     from dart.export.onnx_export import EXTERNAL_DATA_LIMIT, _tensor_bytes
 
     large = _tensor_bytes(model) > EXTERNAL_DATA_LIMIT  # shape inference on a proto over 2 GB fails
+    if fp32_nodes:
+        _unshare_initializers(model, set(fp32_nodes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float16.convert_float_to_float16(
             model, keep_io_types=True, node_block_list=list(fp32_nodes) or None, disable_shape_infer=large,
         )
+
+
+def _unshare_initializers(model: Any, fp32_nodes: set[str]) -> None:
+    """Give FP32 nodes their own copy of any initializer they share with FP16 nodes (onnxslim merges equal
+    constants, e.g. identical LayerNorm biases), so that each copy can take its node's precision."""
+    from onnx import TensorProto
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    users: dict[str, set[bool]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name in inits:
+                users.setdefault(name, set()).add(node.name in fp32_nodes)
+    shared = {name for name, kinds in users.items() if len(kinds) == 2 and inits[name].data_type == TensorProto.FLOAT}
+    for name in shared:
+        copy_ = graph.initializer.add()
+        copy_.CopyFrom(inits[name])
+        copy_.name = f"{name}__fp32"
+    for node in graph.node:
+        if node.name in fp32_nodes:
+            for i, name in enumerate(node.input):
+                if name in shared:
+                    node.input[i] = f"{name}__fp32"
