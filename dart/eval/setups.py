@@ -123,28 +123,54 @@ class Setup:
 
     # ---------------------------------------------------------------------------------------- building
     def build_detector(self, classes: list[str] | None = None, **detector_kwargs: Any) -> Detector:
-        """Build the :class:`~dart.detector.Detector` this setup describes.
-
-        The PyTorch backend with SAM3's ViT (full, pruned, or synthetic random weights) is built here; other
-        backends and student backbones are built by the modules that provide them, when they are installed.
-        """
+        """Build the :class:`~dart.detector.Detector` this setup describes: the PyTorch backend with SAM3's ViT
+        (full or pruned) or a student backbone, or exported stages on ``onnxruntime`` / ``tensorrt``.
+        Synthetic setups get random weights and random text features (speed only)."""
         from dart.detector import Detector
 
         detector_kwargs.setdefault("max_classes_per_batch", self.max_classes)
         if self.text_cache and not self.synthetic:
             detector_kwargs.setdefault("text_cache", self.text_cache)
-        if self.backend == "torch" and self.uses_sam3_backbone and not self.engines:
-            loaded = self._load_torch_model()
-            from dart.backends.torch_backend import TorchBackend
-
-            backend = TorchBackend(loaded, device=self.device, precision=self.precision, compile=self.compile)
-            detector = Detector(backend, None, **detector_kwargs)
+        if self.backend != "torch" or self.engines:
             if self.synthetic:
-                seed_random_text(detector, classes or [])
-            if classes is not None:
-                detector.set_classes(classes)
-            return detector
-        return _build_external(self, classes, detector_kwargs)
+                raise InputError(f"setup '{self.name}': synthetic weights run on the torch backend only; export "
+                                 "them with `dart export` to time an engine.")
+            try:
+                return Detector.from_engines(
+                    classes=classes, engines=self.engines, backend=self.backend, device=self.device,
+                    checkpoint=self.checkpoint, tokenizer=self.tokenizer, imgsz=self.imgsz,
+                    prune=self.prune() or None, **detector_kwargs)
+            except AttributeError as exc:  # pragma: no cover - an installation without the engine backends
+                raise DependencyError(f"setup '{self.name}': the {self.backend} backend is not available in this "
+                                      "dart installation.") from exc
+        from dart.backends.torch_backend import TorchBackend
+
+        loaded = self._load_torch_model()
+        extra: dict[str, Any] = {}
+        if not self.uses_sam3_backbone or self.student_weights:
+            extra["backbone"] = self._student(loaded.model)
+        backend = TorchBackend(loaded, device=self.device, precision=self.precision, compile=self.compile, **extra)
+        detector = Detector(backend, None, **detector_kwargs)
+        if self.synthetic:
+            seed_random_text(detector, list(classes or []))
+        if classes is not None:
+            detector.set_classes(classes)
+        return detector
+
+    def _student(self, sam3: Any) -> Any:
+        try:
+            from dart.students import build_backbone, student_name_of
+        except ImportError as exc:  # pragma: no cover - an installation without the students
+            raise DependencyError(f"setup '{self.name}': student backbones are not available in this dart "
+                                  "installation.") from exc
+        if self.prune():
+            raise InputError(f"setup '{self.name}': skip_blocks/mask_blocks prune SAM3's ViT, which a student "
+                             "backbone replaces; give one or the other.")
+        if self.student_weights is None and not self.synthetic:
+            raise InputError(f"setup '{self.name}': backbone {self.backbone} needs student_weights (a student "
+                             "trained with `dart distill --phase adapter`).")
+        name = self.backbone if not self.uses_sam3_backbone else student_name_of(self.student_weights)
+        return build_backbone(name, sam3, weights=self.student_weights)
 
     def _load_torch_model(self):
         from dart.pruning import apply_pruning
@@ -180,12 +206,6 @@ def seed_random_text(detector: Detector, names: list[str], seed: int = 0) -> Non
     mask = torch.zeros(len(missing), length, dtype=torch.bool)
     mask[:, :4] = True  # a short prompt: start token, two words, end token
     detector.text_cache.add(missing, features, mask)
-
-
-def _build_external(setup: Setup, classes: list[str] | None, detector_kwargs: dict[str, Any]) -> Detector:
-    """Backends other than eager PyTorch and student backbones come from other dart modules / plugins."""
-    what = f"backend '{setup.backend}'" if setup.backend != "torch" or setup.engines else f"backbone '{setup.backbone}'"
-    raise DependencyError(f"setup '{setup.name}': the {what} is not available in this dart installation.")
 
 
 def load_setups(path: str | Path, base: Setup) -> list[Setup]:

@@ -1,0 +1,70 @@
+"""Rich tables for benchmark results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from rich.table import Table
+
+
+def class_scaling_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"class scaling | {report['header']}", title_justify="left")
+    for name, justify in (("setup", "left"), ("classes", "right"), ("FPS", "right"), ("total ms", "right"),
+                          ("backbone ms", "right"), ("encdec ms", "right"), ("post ms", "right"),
+                          ("pre ms", "right")):
+        table.add_column(name, justify=justify)
+    for setup in report["setups"]:
+        for i, row in enumerate(setup["rows"]):
+            table.add_row(setup["label"] if i == 0 else "", str(row["classes"]), f"{row['fps']:.1f}",
+                          f"{row['total_ms']:.2f}", f"{row['backbone_ms']:.2f}", f"{row['encdec_ms']:.2f}",
+                          f"{row['post_ms']:.2f}", f"{row['preprocess_ms']:.2f}")
+        table.add_section()
+    s = report["settings"]
+    caption = f"medians of {s['runs']} runs after {s['warmup']} warm-up runs; {s['timing']}"
+    if any(x.get("synthetic") for x in report["setups"]):
+        caption += "; [bold yellow]synthetic = random weights: speed only, detections meaningless[/]"
+    table.caption = caption
+    return table
+
+
+def records_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
+    """A table of flat records (the union of their keys as columns), numbers rounded."""
+    table = Table(title=title, title_justify="left")
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    for column in columns:
+        numeric = all(isinstance(r.get(column), (int, float)) for r in rows if r.get(column) is not None)
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*[fmt(row.get(c)) for c in columns])
+    return table
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.2f}" if abs(value) < 1e4 else f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def flatten(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{"sequential": {...}, "pipelined": {...}, "frames": 200}`` -> one record per nested mapping (with the
+    top-level scalars repeated), or a single record when nothing is nested."""
+    scalars = {k: v for k, v in result.items() if not isinstance(v, dict)}
+    nested = {k: v for k, v in result.items() if isinstance(v, dict)}
+    if not nested:
+        return [scalars]
+    return [{"mode": k, **{kk: vv for kk, vv in v.items() if not isinstance(vv, dict)}, **scalars}
+            for k, v in nested.items()]

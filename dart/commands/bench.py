@@ -1,0 +1,259 @@
+"""``dart bench``: speed on this machine — class scaling, video pipelining, backbone latency.
+
+Every benchmark prints the device and library versions, a rich table, and writes a JSON file and a PNG plot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from dart.commands import options as opt
+
+D = opt.DEFAULTS
+BENCH = "Benchmark"
+
+app = typer.Typer(help="Measure speed: FPS and per-stage ms vs classes, video pipelining, backbone latency.",
+                  no_args_is_help=True, rich_markup_mode="rich")
+
+Warmup = Annotated[int, typer.Option("--warmup", min=0, rich_help_panel=BENCH, help="Untimed runs before timing.")]
+Runs = Annotated[int, typer.Option("--runs", min=1, rich_help_panel=BENCH, help="Timed runs; medians are reported.")]
+Output = Annotated[Path, typer.Option("--output", "-o", help="Output folder for the JSON file and the PNG plot.")]
+Synthetic = Annotated[bool, typer.Option(
+    "--synthetic", rich_help_panel=opt.MODEL,
+    help="Random weights of SAM3's full size (no download): speed only, labelled 'synthetic' in every output.")]
+SyntheticConfig = Annotated[Optional[Path], typer.Option(
+    "--synthetic-config", rich_help_panel=opt.MODEL,
+    help="With --synthetic: a Sam3Config JSON (or folder with config.json) instead of the full-size config.")]
+Backends = Annotated[str, typer.Option(
+    "--backend", rich_help_panel=opt.SPEED,
+    help="torch, onnxruntime or tensorrt; several comma-separated (torch,tensorrt) give one setup each.")]
+EnginesDir = Annotated[Optional[str], typer.Option(
+    "--engines", rich_help_panel=opt.SPEED,
+    help="Folder with the exported stages (backbone/encdec .onnx or .engine) for onnxruntime / tensorrt.")]
+Configs = Annotated[Optional[Path], typer.Option(
+    "--configs", rich_help_panel=opt.MODEL,
+    help="YAML/JSON list of setups (name, checkpoint, backbone, skip_blocks, backend, engines, imgsz ...) to compare.")]
+
+
+def _base_setup(**values: Any):
+    from dart.eval.setups import Setup
+
+    clean = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+    return Setup.from_dict(clean, where="command line")
+
+
+@app.command("class-scaling")
+def class_scaling(
+    classes_counts: Annotated[str, typer.Option(
+        "--classes-counts", rich_help_panel=BENCH,
+        help="Class counts to time, comma-separated (COCO names, then 'object N' beyond 80).")] = "1,2,4,8,16,80",
+    image: Annotated[Optional[Path], typer.Option(
+        "--image", rich_help_panel=BENCH, help="Image to time (default: a fixed 1280x720 synthetic frame).")] = None,
+    warmup: Warmup = 3,
+    runs: Runs = 10,
+    output: Output = Path("runs/bench"),
+    configs: Configs = None,
+    synthetic: Synthetic = False,
+    synthetic_config: SyntheticConfig = None,
+    checkpoint: opt.Checkpoint = D["checkpoint"],
+    tokenizer: opt.Tokenizer = None,
+    backbone: opt.Backbone = None,
+    student_weights: opt.StudentWeights = None,
+    skip_blocks: opt.SkipBlocks = None,
+    mask_blocks: opt.MaskBlocks = None,
+    prune_spec: opt.PruneSpecFile = None,
+    text_cache: opt.TextCachePath = None,
+    backend: Backends = "torch",
+    engines: EnginesDir = None,
+    device: opt.Device = D["device"],
+    precision: opt.Precision = D["precision"],
+    compile: opt.Compile = None,
+    imgsz: opt.Imgsz = D["imgsz"],
+    max_classes: opt.MaxClasses = D["max_classes"],
+    conf: opt.Conf = D["conf"],
+) -> None:
+    """FPS and per-stage ms (backbone, encoder-decoder, post) vs the number of classes, per setup.
+
+    Example: [bold]dart bench class-scaling --classes-counts 1,4,16,80 --precision fp16 --synthetic[/]
+    """
+    from dart.bench.class_scaling import bench_image, class_scaling as measure, make_report, parse_counts, write_report
+    from dart.bench.report import class_scaling_table
+    from dart.eval.setups import load_setups, seed_random_text
+    from dart.errors import InputError
+
+    console = Console()
+    counts = parse_counts(classes_counts)
+    frame = bench_image(image)
+    backends = [b.strip() for b in backend.split(",") if b.strip()]
+    if not backends:
+        raise InputError("--backend is empty; use torch, onnxruntime or tensorrt.")
+    base = _base_setup(
+        checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
+        skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, text_cache=text_cache,
+        backend=backends[0], engines=engines, device=device, precision=precision, compile=compile, imgsz=imgsz,
+        max_classes=max_classes, synthetic=synthetic, synthetic_config=synthetic_config)
+    if configs:
+        setups = load_setups(configs, base)
+    elif len(backends) > 1:
+        from dataclasses import replace
+
+        setups = [replace(base, backend=b, name=b) for b in backends]
+    else:
+        setups = [base]
+    results, device_used = [], None
+    for setup in setups:
+        console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {setup.imgsz}px, {setup.precision}) ...",
+                      highlight=False)
+        detector = setup.build_detector(None, conf=conf)
+        device_used = detector.backend.device
+        prepare = (lambda names, d=detector: seed_random_text(d, names)) if setup.synthetic else None
+        rows = measure(detector, counts, frame, warmup=warmup, runs=runs, prepare=prepare,
+                       on_point=lambda r: console.print(f"  {r['classes']:>3} classes: {r['fps']:.1f} FPS",
+                                                        highlight=False))
+        results.append({"name": setup.name, "label": setup.label(), "synthetic": setup.synthetic,
+                        "backend": detector.backend.name, "setup": setup.describe(), "rows": rows})
+        del detector
+    settings = {"counts": counts, "warmup": warmup, "runs": runs, "conf": conf,
+                "image": str(image) if image else "synthetic 1280x720 frame",
+                "imgsz_note": f"imgsz {', '.join(sorted({str(s.imgsz) for s in setups}))}",
+                "timing": "CUDA events per stage" if device_used is not None and device_used.type == "cuda"
+                else "wall clock per stage"}
+    report = make_report(results, device_used, settings)
+    json_path, png_path = write_report(report, output)
+    console.print(class_scaling_table(report))
+    console.print(f"saved [bold]{json_path}[/] and [bold]{png_path}[/]")
+
+
+@app.command("video")
+def video(
+    source: Annotated[str, typer.Argument(help="Video file, folder of frames, webcam index or stream URL.")],
+    classes: opt.Classes = None,
+    classes_file: opt.ClassesFile = None,
+    coco: opt.Coco = False,
+    max_frames: Annotated[int, typer.Option("--max-frames", min=1, rich_help_panel=BENCH,
+                                            help="Frames timed per mode.")] = 200,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, rich_help_panel=BENCH,
+                                        help="Untimed frames before timing.")] = 10,
+    output: Output = Path("runs/bench"),
+    synthetic: Synthetic = False,
+    synthetic_config: SyntheticConfig = None,
+    checkpoint: opt.Checkpoint = D["checkpoint"],
+    tokenizer: opt.Tokenizer = None,
+    backbone: opt.Backbone = None,
+    student_weights: opt.StudentWeights = None,
+    skip_blocks: opt.SkipBlocks = None,
+    mask_blocks: opt.MaskBlocks = None,
+    prune_spec: opt.PruneSpecFile = None,
+    text_cache: opt.TextCachePath = None,
+    backend: Annotated[str, typer.Option("--backend", rich_help_panel=opt.SPEED,
+                                         help="torch, onnxruntime or tensorrt.")] = "torch",
+    engines: EnginesDir = None,
+    device: opt.Device = D["device"],
+    precision: opt.Precision = D["precision"],
+    compile: opt.Compile = None,
+    imgsz: opt.Imgsz = D["imgsz"],
+    max_classes: opt.MaxClasses = D["max_classes"],
+    conf: opt.Conf = D["conf"],
+) -> None:
+    """Video FPS, sequential vs pipelined (backbone of frame t+1 overlapping the encoder-decoder of frame t).
+
+    Example: [bold]dart bench video traffic.mp4 --classes car truck bus --max-frames 300[/]
+    """
+    from dart.bench.environment import environment, header
+    from dart.bench.plot import bar_plot
+    from dart.bench.report import flatten, records_table
+    from dart.classes import resolve_classes
+    from dart.errors import DependencyError
+    from dart.eval.setups import seed_random_text
+    from dart.io import write_json
+
+    try:
+        from dart.video.pipeline import benchmark_video
+    except ImportError as exc:
+        raise DependencyError("`dart bench video` needs dart's video pipeline (dart.video.pipeline), which is not "
+                              "installed in this dart; update dart to a version with `dart video`.") from exc
+    console = Console()
+    names = resolve_classes(classes, classes_file, coco)
+    setup = _base_setup(
+        checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
+        skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, text_cache=text_cache,
+        backend=backend, engines=engines, device=device, precision=precision, compile=compile, imgsz=imgsz,
+        max_classes=max_classes, synthetic=synthetic, synthetic_config=synthetic_config)
+    console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {setup.imgsz}px) ...", highlight=False)
+    detector = setup.build_detector(None, conf=conf)
+    if setup.synthetic:
+        seed_random_text(detector, names)
+    detector.set_classes(names)
+    result = benchmark_video(detector, source, max_frames, warmup)
+    env = environment(detector.backend.device)
+    report = {"benchmark": "video", "environment": env, "header": header(env), "source": source,
+              "classes": names, "max_frames": max_frames, "warmup": warmup, "synthetic": setup.synthetic,
+              "setup": setup.describe(), "result": result}
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(output / "video.json", report)
+    rows = flatten(result)
+    bars = [(str(r.get("mode", "run")), float(r[k])) for r in rows for k in r if k.lower() in ("fps", "mean_fps")
+            and isinstance(r[k], (int, float))]
+    png = output / "video.png"
+    bar_plot(bars, png, title="video FPS" + (" (synthetic weights)" if setup.synthetic else ""), xlabel="FPS",
+             subtitle=header(env))
+    table = records_table(rows, f"video benchmark | {header(env)}")
+    if setup.synthetic:
+        table.caption = "synthetic = random weights: speed only"
+    console.print(table)
+    console.print(f"saved [bold]{output / 'video.json'}[/] and [bold]{png}[/]")
+
+
+@app.command("backbones")
+def backbones(
+    imgsz: opt.Imgsz = D["imgsz"],
+    device: opt.Device = D["device"],
+    runs: Runs = 10,
+    output: Output = Path("runs/bench"),
+) -> None:
+    """Latency of every registered backbone (SAM3's ViT and the student backbones) at one image size.
+
+    Example: [bold]dart bench backbones --imgsz 1008 --device cuda[/]
+    """
+    from dart.backends.base import resolve_device
+    from dart.bench.environment import environment, header
+    from dart.bench.plot import bar_plot
+    from dart.bench.report import records_table
+    from dart.errors import DependencyError
+    from dart.io import write_json
+    from dart.models.sam3 import validate_imgsz
+
+    try:
+        from dart.students.bench import benchmark_backbones
+    except ImportError as exc:
+        raise DependencyError("`dart bench backbones` needs dart's student backbones (dart.students.bench), which "
+                              "are not installed in this dart.") from exc
+    console = Console()
+    validate_imgsz(imgsz)
+    dev = resolve_device(device)
+    rows = benchmark_backbones(imgsz, str(dev), runs)
+    env = environment(dev)
+    report = {"benchmark": "backbones", "environment": env, "header": header(env), "imgsz": imgsz, "runs": runs,
+              "note": "random weights: latency does not depend on the values", "rows": rows}
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(output / "backbones.json", report)
+    key = _latency_key(rows)
+    png = output / "backbones.png"
+    bar_plot([(str(r.get("name", r.get("backbone", i))), float(r[key])) for i, r in enumerate(rows)
+              if isinstance(r.get(key), (int, float))],
+             png, title=f"backbone latency at {imgsz}px", xlabel=key.replace("_", " "), subtitle=header(env))
+    console.print(records_table(rows, f"backbone latency, {imgsz}px | {header(env)}"))
+    console.print(f"saved [bold]{output / 'backbones.json'}[/] and [bold]{png}[/]")
+
+
+def _latency_key(rows: list[dict[str, Any]]) -> str:
+    """The column holding the latency to plot: the first numeric key mentioning ms (median preferred)."""
+    keys = [k for r in rows[:1] for k, v in r.items() if isinstance(v, (int, float)) and "ms" in k.lower()]
+    for key in keys:
+        if "median" in key.lower():
+            return key
+    return keys[0] if keys else "ms"
