@@ -1,0 +1,224 @@
+"""``dart video``: detect (and track) objects in a video file, a folder of frames, a camera or a stream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dart.commands import options as opt
+
+D = opt.DEFAULTS
+VIDEO = "Video"
+TRACKING = "Tracking"
+
+Source = Annotated[str, typer.Argument(
+    help="Video file, folder or quoted glob of frames, camera index (0) or stream URL (rtsp://, http://).")]
+Output = Annotated[Optional[Path], typer.Option(
+    "--output", "-o", rich_help_panel=VIDEO,
+    help="Write the annotated video here (same fps and size as the source; .mp4, .avi, .mov, .mkv).")]
+SaveJsonl = Annotated[Optional[str], typer.Option(
+    "--save-jsonl", rich_help_panel=VIDEO,
+    help="Write one JSON line per frame (frame, time, width, height, detections); '-' writes to stdout.")]
+SaveMot = Annotated[Optional[Path], typer.Option(
+    "--save-mot", rich_help_panel=VIDEO,
+    help="Write MOTChallenge rows frame,id,x,y,w,h,score,class,-1,-1 (needs tracking).")]
+MaxFrames = Annotated[Optional[int], typer.Option(
+    "--max-frames", min=1, rich_help_panel=VIDEO, help="Stop after this many frames (default: the whole source).")]
+Start = Annotated[int, typer.Option("--start", min=0, rich_help_panel=VIDEO,
+                                    help="Skip this many frames at the start of the source.")]
+Stride = Annotated[int, typer.Option("--stride", min=1, rich_help_panel=VIDEO,
+                                     help="Process every n-th frame (the output video plays at fps / stride).")]
+Fps = Annotated[Optional[float], typer.Option(
+    "--fps", min=0.1, rich_help_panel=VIDEO, help="Frame rate of a folder of images (default 30).")]
+DisplayOpt = Annotated[bool, typer.Option(
+    "--display", rich_help_panel=VIDEO,
+    help="Show a live window (q or Esc quits). Needs opencv-python with GUI support, not the headless build.")]
+Sequential = Annotated[bool, typer.Option(
+    "--sequential", rich_help_panel=VIDEO,
+    help="Turn pipelining off: decode, detect and write one frame after the other (for comparison).")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", rich_help_panel=VIDEO,
+                                        help="Progress bar with live FPS.")]
+VideoConf = Annotated[Optional[float], typer.Option(
+    "--conf", min=0.0, max=1.0, rich_help_panel=opt.DETECTION,
+    help="Confidence threshold (default 0.3; 0.1 with tracking, which uses low-score boxes).")]
+Track = Annotated[bool, typer.Option("--track", rich_help_panel=TRACKING,
+                                     help="Track objects across frames: stable IDs, trails, --save-mot.")]
+TrackerName = Annotated[str, typer.Option(
+    "--tracker", rich_help_panel=TRACKING, help="Tracker registered in dart.trackers (see `dart plugins`).")]
+TrackThresh = Annotated[float, typer.Option(
+    "--track-thresh", min=0.0, max=1.0, rich_help_panel=TRACKING,
+    help="Detections at or above this score start and extend tracks; lower ones (above 0.1) only extend them.")]
+MatchThresh = Annotated[float, typer.Option(
+    "--match-thresh", min=0.0, max=1.0, rich_help_panel=TRACKING,
+    help="Minimum IoU between a track's predicted box and a detection to associate them.")]
+MaxTimeLost = Annotated[int, typer.Option(
+    "--max-time-lost", min=0, rich_help_panel=TRACKING,
+    help="Frames a lost track is kept (and can come back with its ID) before it is dropped.")]
+
+TRACK_DEFAULTS = {"tracker": "bytetrack", "track_thresh": 0.5, "match_thresh": 0.5, "max_time_lost": 30}
+
+
+def build_detector(ctx: typer.Context, console: Console, names: list[str], **o: Any):
+    """The detector ``dart detect`` would build from the same flags (PyTorch, or exported ONNX/TensorRT stages)."""
+    from dart.detector import Detector
+    from dart.models.sam3 import validate_imgsz
+    from dart.pruning.spec import resolve_prune_spec
+
+    validate_imgsz(o["imgsz"])
+    prune = resolve_prune_spec(o["skip_blocks"], o["mask_blocks"], o["prune_spec"])
+    common = dict(conf=o["conf"], nms=o["nms"], class_agnostic_nms=o["class_agnostic_nms"], max_det=o["max_det"],
+                  masks=o["masks"], max_classes_per_batch=o["max_classes"], text_cache=o["text_cache"])
+    if o["backend"] != "torch" or o["engines"] or o["backbone_engine"] or o["encdec_engine"]:
+        from dart.backends.engine_backend import engine_options
+
+        given = {name for name in ("imgsz", "skip_blocks", "mask_blocks", "prune_spec", "precision", "compile",
+                                   "backbone", "student_weights", "checkpoint")
+                 if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+        return Detector.from_engines(
+            o["backbone_engine"], o["encdec_engine"], names, engines=o["engines"], **common,
+            **engine_options(o["backend"], given, engines=o["engines"], backbone_engine=o["backbone_engine"],
+                             device=o["device"], checkpoint=o["checkpoint"], tokenizer=o["tokenizer"],
+                             imgsz=o["imgsz"], prune=prune))
+    console.print(f"loading SAM3 from [bold]{o['checkpoint']}[/] ...", highlight=False)
+    return Detector.from_pretrained(
+        o["checkpoint"], names, device=o["device"], precision=o["precision"], imgsz=o["imgsz"], compile=o["compile"],
+        tokenizer=o["tokenizer"], prune=prune, backbone=o["backbone"], student_weights=o["student_weights"], **common)
+
+
+def build_tracker(name: str, track_thresh: float, match_thresh: float, max_time_lost: int, **extra: Any):
+    from dart.tracking import load_tracker
+
+    return load_tracker(name, track_thresh=track_thresh, match_thresh=match_thresh, max_time_lost=max_time_lost,
+                        **{k: v for k, v in extra.items() if v is not None})
+
+
+def summary_table(result, title: str) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("source", result.source)
+    table.add_row("mode", result.mode)
+    table.add_row("frames", str(result.frames))
+    table.add_row("time", f"{result.seconds:.2f} s")
+    table.add_row("FPS (wall clock)", f"{result.fps:.2f}")
+    table.add_row("detections", str(result.detections))
+    if result.track_ids:
+        table.add_row("tracks", str(len(result.track_ids)))
+    if result.dropped:
+        table.add_row("frames dropped", f"{result.dropped} (inference slower than the live source)")
+    stopped = {"end": "end of source", "user": "stopped by the user", "interrupted": "interrupted (Ctrl-C)",
+               "error": "the source failed"}[result.stopped]
+    table.add_row("stopped", stopped)
+    for kind, path in result.outputs.items():
+        table.add_row(f"saved {kind}", path)
+    return table
+
+
+def stage_table(stages: dict[str, dict[str, float]], pipelined: bool) -> Table:
+    table = Table(title="per-stage time", title_justify="left")
+    for col in ("stage", "median ms", "mean ms", "runs"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, s in stages.items():
+        table.add_row(stage, f"{s['median']:.2f}", f"{s['mean']:.2f}", str(s["n"]))
+    table.caption = ("stages overlap in pipelined mode: FPS comes from the wall clock, not from their sum"
+                     if pipelined else "without CUDA synchronisation GPU stages show launch time")
+    return table
+
+
+def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_options: dict[str, Any],
+                      **o: Any) -> None:
+    """Shared body of ``dart video`` and ``dart track`` (parse -> validate -> run -> render)."""
+    from dart.classes import resolve_classes
+    from dart.errors import DartError, InputError
+    from dart.video import open_source, run_video
+
+    console = Console(stderr=o["save_jsonl"] == "-")
+    names = resolve_classes(o["classes"], o["classes_file"], o["coco"])
+    if o["save_mot"] is not None and not track:
+        raise InputError("--save-mot writes track IDs: add --track (or use `dart track`).")
+    tracker = build_tracker(**tracker_options) if track else None
+    if o["conf"] is None:
+        o["conf"] = min(0.1, tracker_options["track_thresh"]) if track else D["conf"]
+    src = open_source(source, start=o["start"], stride=o["stride"], max_frames=o["max_frames"], fps=o["fps"])
+    try:
+        console.print(f"source: {src.describe()}", highlight=False)
+        detector = build_detector(ctx, console, names, **o)
+    except BaseException:
+        src.close()
+        raise
+    try:
+        result = run_video(detector, src, tracker=tracker, output=o["output"], save_jsonl=o["save_jsonl"],
+                           save_mot=o["save_mot"], display=o["display"], sequential=o["sequential"],
+                           progress=o["progress"] and not src.live, console=console)
+    except DartError as exc:
+        partial = getattr(exc, "result", None)
+        if partial is not None and partial.frames:
+            console.print(summary_table(partial, "partial run"))
+        raise
+    console.print(summary_table(result, f"{result.frames} frames, {len(names)} classes, "
+                                        f"{detector.backend.name} on {detector.backend.device}"))
+    if result.stages:
+        console.print(stage_table(result.stages, result.mode == "pipelined"))
+    if result.stopped == "interrupted":
+        raise typer.Exit(130)
+
+
+def video(
+    ctx: typer.Context,
+    source: Source,
+    classes: opt.Classes = None,
+    classes_file: opt.ClassesFile = None,
+    coco: opt.Coco = False,
+    track: Track = False,
+    output: Output = None,
+    save_jsonl: SaveJsonl = None,
+    save_mot: SaveMot = None,
+    max_frames: MaxFrames = None,
+    start: Start = 0,
+    stride: Stride = 1,
+    fps: Fps = None,
+    display: DisplayOpt = False,
+    sequential: Sequential = False,
+    progress: Progress = True,
+    tracker: TrackerName = TRACK_DEFAULTS["tracker"],
+    track_thresh: TrackThresh = TRACK_DEFAULTS["track_thresh"],
+    match_thresh: MatchThresh = TRACK_DEFAULTS["match_thresh"],
+    max_time_lost: MaxTimeLost = TRACK_DEFAULTS["max_time_lost"],
+    conf: VideoConf = None,
+    nms: opt.Nms = D["nms"],
+    class_agnostic_nms: opt.AgnosticNms = None,
+    max_det: opt.MaxDet = D["max_det"],
+    masks: opt.Masks = False,
+    checkpoint: opt.Checkpoint = D["checkpoint"],
+    tokenizer: opt.Tokenizer = None,
+    skip_blocks: opt.SkipBlocks = None,
+    mask_blocks: opt.MaskBlocks = None,
+    prune_spec: opt.PruneSpecFile = None,
+    backbone: opt.Backbone = None,
+    student_weights: opt.StudentWeights = None,
+    text_cache: opt.TextCachePath = None,
+    device: opt.Device = D["device"],
+    precision: opt.Precision = D["precision"],
+    compile: opt.Compile = None,
+    imgsz: opt.Imgsz = D["imgsz"],
+    max_classes: opt.MaxClasses = D["max_classes"],
+    backend: opt.BackendName = "torch",
+    engines: opt.Engines = None,
+    backbone_engine: opt.BackboneEngine = None,
+    encdec_engine: opt.EncdecEngine = None,
+) -> None:
+    """Detect (and with --track, track) objects in a video, a folder of frames, a camera or a stream.
+
+    Example: [bold]dart video street.mp4 --classes person car --track -o out.mp4 --save-jsonl dets.jsonl[/]
+    """
+    options = dict(locals())
+    for key in ("ctx", "source", "track", "tracker", "track_thresh", "match_thresh", "max_time_lost"):
+        options.pop(key)
+    run_video_command(ctx, source=source, track=track,
+                      tracker_options=dict(name=tracker, track_thresh=track_thresh, match_thresh=match_thresh,
+                                           max_time_lost=max_time_lost),
+                      **options)
