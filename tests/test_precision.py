@@ -1,0 +1,132 @@
+"""dart precision: per-block sensitivity, the smallest FP32 block set, specs that dart build consumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dart.errors import InputError
+from dart.export.mixed_precision import PrecisionSpec
+from dart.export.onnx_export import sample_pixels
+from dart.models.loading import load_sam3
+from dart.precision import OnnxRuntimeRunner, TorchRunner, bisect, output_cosine
+from tests.export_helpers import tiny_engines
+from tests.tiny import TINY_IMGSZ
+
+
+@pytest.fixture()
+def fragile(tiny_ckpt):
+    """The tiny model with block 2's MLP made to produce huge, cancelling activations: bf16 hurts it most."""
+    loaded = load_sam3(tiny_ckpt, imgsz=TINY_IMGSZ)
+    mlp = loaded.model.vision_encoder.backbone.layers[2].mlp
+    with torch.no_grad():
+        mlp.fc1.weight.mul_(100.0)
+        mlp.fc2.weight.mul_(100.0)
+    return loaded
+
+
+def test_bisect_finds_the_fragile_block(fragile, tmp_path):
+    runner = TorchRunner(fragile, sample_pixels(TINY_IMGSZ), device="cpu")
+    assert runner.name == "torch bf16 (cpu)"
+    reference = runner.reference()
+    all_reduced = output_cosine(reference, runner.run(set()))
+    floor = output_cosine(reference, runner.run(set(runner.blocks)))  # patch embedding + FPN stay reduced
+    assert floor > all_reduced
+    target = floor - (floor - all_reduced) / 4  # reachable, but not with every block reduced
+    result = bisect(runner, target)
+    assert result.ranking[0] == 2 and result.per_block[2] == min(result.per_block.values())
+    assert result.reached and 2 in result.fp32_blocks
+    # the result is what it claims, and one block fewer (the search's prefix) would miss the target
+    assert output_cosine(reference, runner.run(set(result.fp32_blocks))) == pytest.approx(result.final)
+    assert result.final >= target
+    fewer = set(result.ranking[: len(result.fp32_blocks) - 1])
+    assert output_cosine(reference, runner.run(fewer)) < target
+    path = tmp_path / "precision.json"
+    result.save(path)
+    spec = PrecisionSpec.load(path)
+    assert spec.fp32_blocks == tuple(sorted(result.fp32_blocks))
+    assert json.loads(path.read_text())["measured"]["runner"] == "torch bf16 (cpu)"
+
+
+def test_bisect_on_a_pruned_model_uses_full_indices(tiny_ckpt):
+    from dart.pruning import PruneSpec, apply_pruning
+
+    loaded = load_sam3(tiny_ckpt, imgsz=TINY_IMGSZ)
+    apply_pruning(loaded.model, PruneSpec.parse("1"))
+    runner = TorchRunner(loaded, sample_pixels(TINY_IMGSZ), device="cpu")
+    assert runner.blocks == [0, 2, 3]
+    result = bisect(runner, 1.0)  # unreachable: every block ends up in FP32
+    assert not result.reached and sorted(result.fp32_blocks) == [0, 2, 3]
+
+
+def test_onnxruntime_runner_maps_blocks_to_nodes(tmp_path_factory, tiny_ckpt):
+    import onnx
+
+    from dart.export.mixed_precision import to_mixed_fp16
+
+    folder = tiny_engines(tmp_path_factory, tiny_ckpt)
+    runner = OnnxRuntimeRunner(folder / "backbone.onnx", sample_pixels(TINY_IMGSZ), ["CPUExecutionProvider"])
+    assert runner.blocks == [0, 1, 2, 3] and runner.name == "onnxruntime fp16 graph (cpu)"
+    reference = runner.reference()
+    mixed = output_cosine(reference, runner.run({1}))
+    assert 0.99 < mixed < 1.0  # the FP16 graph runs and differs from FP32
+    model = onnx.load(str(folder / "backbone.onnx"))
+    nodes = PrecisionSpec.parse("1").node_names([n.name for n in model.graph.node], runner.meta)
+    assert nodes and all(n.startswith("/layers.1/") for n in nodes)
+    converted = to_mixed_fp16(model, nodes)
+    inits = {i.name: i.data_type for i in converted.graph.initializer}
+    weight_type = {}
+    for node in converted.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in inits:
+            weight_type[node.name] = inits[node.input[1]]
+    block1 = [t for n, t in weight_type.items() if n.startswith("/layers.1/")]
+    others = [t for n, t in weight_type.items() if n.startswith("/layers.") and not n.startswith("/layers.1/")]
+    assert block1 and set(block1) == {onnx.TensorProto.FLOAT}
+    assert others and set(others) == {onnx.TensorProto.FLOAT16}
+    assert [i.type.tensor_type.elem_type for i in converted.graph.input] == [onnx.TensorProto.FLOAT]
+
+
+def test_precision_spec_parsing_and_node_selection(tmp_path):
+    from dart.export.metadata import StageMetadata
+    from dart.pruning import PruneSpec
+
+    spec = PrecisionSpec.parse("12, 5,/fpn*, 5")
+    assert spec.fp32_blocks == (5, 12) and spec.fp32_layers == ("/fpn*",)
+    meta = StageMetadata(stage="backbone", imgsz=1008, fingerprint="f", dart_version="0",
+                         prune=PruneSpec.parse("3").to_dict(), num_blocks=32)
+    nodes = ["/layers.4/attention/MatMul", "/layers.11/mlp/fc1/MatMul", "/fpn.0/Conv", "/fpn.0/scale_layers.4/Conv",
+             "/layers.5/mlp/fc1/MatMul"]
+    # block 5 is layers.4 and block 12 is layers.11 once block 3 is removed
+    assert spec.node_names(nodes, meta) == ["/layers.4/attention/MatMul", "/layers.11/mlp/fc1/MatMul", "/fpn.0/Conv",
+                                            "/fpn.0/scale_layers.4/Conv"]
+    with pytest.raises(InputError, match="block 3 in FP32, but that block is not in this backbone"):
+        PrecisionSpec.parse("3").node_names(nodes, meta)
+    with pytest.raises(InputError, match="matches no layer"):
+        PrecisionSpec.parse("/nothing*").node_names(nodes, meta)
+    (tmp_path / "bad.json").write_text('{"fp32_blocks": ["x"]}')
+    with pytest.raises(InputError, match="fp32_blocks must be a list"):
+        PrecisionSpec.load(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="does not exist"):
+        PrecisionSpec.load(tmp_path / "missing.json")
+
+
+def test_cli_bisect_and_compare(tiny_ckpt, tmp_path, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from dart.cli import build_app
+
+    folder = tiny_engines(tmp_path_factory, tiny_ckpt)
+    app, runner = build_app(), CliRunner()
+    out = tmp_path / "precision.json"
+    result = runner.invoke(app, ["precision", "bisect", "-m", str(tiny_ckpt), "--imgsz", str(TINY_IMGSZ),
+                                 "--target-cosine", "0.99", "--device", "cpu", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "torch bf16 (cpu)" in result.output and PrecisionSpec.load(out) == PrecisionSpec()
+    result = runner.invoke(app, ["precision", "compare", "torch:fp32", f"onnxruntime:{folder}", "-m", str(tiny_ckpt),
+                                 "--device", "cpu", "-c", "person", "dog"])
+    assert result.exit_code == 0, result.output
+    assert "fpn_1x" in result.output and "presence" in result.output and "1.000000" in result.output
+    result = runner.invoke(app, ["precision", "compare", "torch:fp8", "torch:fp32", "-m", str(tiny_ckpt)])
+    assert result.exit_code == 2 and "fp32, fp16 or bf16" in result.output
