@@ -101,20 +101,22 @@ class Detector:
         from dart.pruning import apply_pruning
 
         validate_imgsz(imgsz)
-        loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
-        if prune:
-            apply_pruning(loaded.model, prune)
-        backend_cls = load("dart.backends", "torch")
-        extra: dict[str, Any] = {}
-        if student_weights is not None or (backbone is not None and backbone != "sam3"):
-            from dart.students import build_backbone, student_name_of
-
+        student = student_weights is not None or (backbone is not None and backbone != "sam3")
+        if student:
             if student_weights is None:
                 raise InputError(f"--backbone {backbone} needs --student-weights FILE (a student trained with "
                                  "`dart distill --phase adapter`).")
             if prune:
                 raise InputError("--skip-blocks/--mask-blocks prune SAM3's ViT, which a student backbone replaces; "
                                  "give one or the other.")
+        loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
+        if prune:
+            apply_pruning(loaded.model, prune)
+        backend_cls = load("dart.backends", "torch")
+        extra: dict[str, Any] = {}
+        if student:
+            from dart.students import build_backbone, student_name_of
+
             name = backbone or student_name_of(student_weights)
             extra["backbone"] = build_backbone(name, loaded.model, weights=student_weights)
         backend = backend_cls(loaded, device=device, precision=precision, compile=compile, **extra)

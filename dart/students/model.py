@@ -127,16 +127,7 @@ class StudentBackbone(nn.Module):
     def load_weights(self, path: str | Path) -> dict[str, Any]:
         """Load a student checkpoint, refusing one made for another backbone, stages or FPN width."""
         meta, state = read_student_checkpoint(path)
-        mine = self.metadata()
-        for key, label in (("backbone", "backbone"), ("timm_model", "timm model"), ("out_indices", "feature stages"),
-                           ("in_channels", "adapter input channels"), ("fpn_channels", "FPN channels"),
-                           ("patch_size", "patch size")):
-            if meta.get(key) != mine[key]:
-                raise CheckpointError(
-                    f"student weights {path} were trained for {label} {meta.get(key)}, but this is "
-                    f"{mine[key]} ({self.name} for a SAM3 with {self.fpn_channels} FPN channels); "
-                    f"use --backbone {meta.get('backbone')} or weights trained for {self.name}."
-                )
+        check_student_metadata(path, meta, self.metadata())
         try:
             self.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -169,3 +160,19 @@ def read_student_checkpoint(path: str | Path, *, tensors: bool = True) -> tuple[
         raise CheckpointError(f"'{path}' is a student checkpoint of format {meta.get('format')}; this dart reads "
                               f"format {STUDENT_FORMAT}.")
     return meta, state
+
+
+CHECKED = (("backbone", "backbone"), ("timm_model", "timm model"), ("out_indices", "feature stages"),
+           ("in_channels", "adapter input channels"), ("fpn_channels", "FPN channels"), ("patch_size", "patch size"))
+
+
+def check_student_metadata(path: str | Path, meta: dict[str, Any], mine: dict[str, Any]) -> None:
+    """Refuse, with one sentence, a checkpoint whose recorded backbone or adapter shapes differ from ``mine``
+    (only the keys present in ``mine`` are compared)."""
+    for key, label in CHECKED:
+        if key in mine and meta.get(key) != mine[key]:
+            raise CheckpointError(
+                f"student weights {path} were trained for {label} {meta.get(key)}, but this is {mine[key]} "
+                f"({mine.get('backbone')} for a SAM3 with {mine.get('fpn_channels')} FPN channels); "
+                f"use --backbone {meta.get('backbone')} or weights trained for {mine.get('backbone')}."
+            )

@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from dart.errors import InputError
-from dart.students.model import StudentBackbone
+from dart.students.model import StudentBackbone, check_student_metadata, read_student_checkpoint
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,10 @@ class StudentFactory:
 
     def __call__(self, sam3: Any, *, weights: str | Path | None = None, pretrained: bool = False) -> StudentBackbone:
         fpn_channels, patch = sam3_dims(sam3)
+        if weights is not None:  # refuse a mismatch before building the network
+            meta, _ = read_student_checkpoint(weights, tensors=False)
+            check_student_metadata(weights, meta, {"backbone": self.spec.name, "fpn_channels": fpn_channels,
+                                                   "patch_size": patch})
         student = StudentBackbone(self.spec.name, self.spec.timm_name, fpn_channels=fpn_channels, patch_size=patch,
                                   out_indices=self.spec.out_indices, pretrained=pretrained and weights is None)
         if weights is not None:
