@@ -7,7 +7,12 @@
 - :class:`EncDecStage`: DETR encoder + decoder + box head + dot-product scoring, batched over
   ``images x classes``; :meth:`EncDecStage.masks` runs the mask decoder for selected (image, class) pairs only.
 
-The equivalence with ``Sam3Model.forward`` (one class at a time) is proved in ``tests/test_equivalence.py``.
+The prompt of every class is its text tokens followed by the geometry encoder's CLS token, exactly as in
+Meta's SAM3 (and the DART research code built on it), where a text-only prompt still carries that token.
+``transformers``' ``Sam3Model.forward`` only adds it when boxes are given; with an all-padding box prompt
+it computes the same thing. The geometry token depends on the image, not on the class, so it is computed
+once per image. The equivalence with ``Sam3Model.forward`` (one class at a time, padding box) is proved in
+``tests/test_equivalence.py``.
 """
 
 from __future__ import annotations
@@ -59,11 +64,13 @@ class EncDecStage(nn.Module):
 
     Inputs: the three FPN levels ``[B, D, h_i, w_i]``, text features ``[C, T, D]`` and a boolean text mask
     ``[C, T]``. Outputs ``logits [B, C, Q]``, ``boxes [B, C, Q, 4]`` (normalised xyxy) and ``presence [B, C]``
-    logits; with ``return_state=True`` also the encoder memory and decoder queries that :meth:`masks` needs.
+    logits; with ``return_state=True`` also the encoder memory, decoder queries and prompts (``[B*C, ...]``)
+    that :meth:`masks` needs.
     """
 
     def __init__(self, sam3: nn.Module, imgsz: int):
         super().__init__()
+        self.geometry_encoder = sam3.geometry_encoder
         self.detr_encoder = sam3.detr_encoder
         self.detr_decoder = sam3.detr_decoder
         self.scoring = sam3.dot_product_scoring
@@ -86,6 +93,21 @@ class EncDecStage(nn.Module):
             feats = tuple(f.repeat_interleave(classes, dim=0) for f in features)
         return feats, text.repeat(batch, 1, 1), text_mask.repeat(batch, 1)
 
+    def geometry_token(self, vision: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The geometry encoder's CLS token for an empty box prompt, ``[B, 1, D]`` (one per image).
+
+        Runs SAM3's own geometry-encoder layers on the CLS token alone: with no valid box, the box tokens are
+        fully masked and cannot change it, so their ROI pooling is skipped.
+        """
+        geo = self.geometry_encoder
+        vision_flat = vision.flatten(2).transpose(1, 2)
+        pos_flat = pos.flatten(2).transpose(1, 2)
+        cls = geo.cls_embed.weight.view(1, 1, -1).expand(vision.shape[0], -1, -1)
+        hidden = geo.prompt_layer_norm(geo.final_proj(cls))
+        for layer in geo.layers:
+            hidden = layer(prompt_feats=hidden, vision_feats=vision_flat, vision_pos_encoding=pos_flat, prompt_mask=None)
+        return geo.output_layer_norm(hidden)
+
     def forward(
         self,
         fpn_4x: torch.Tensor,
@@ -96,10 +118,13 @@ class EncDecStage(nn.Module):
         return_state: bool = False,
     ) -> dict[str, torch.Tensor]:
         batch, classes = fpn_1x.shape[0], text.shape[0]
+        geometry = self.geometry_token(fpn_1x, self.pos_embed.to(fpn_1x.dtype).expand(batch, -1, -1, -1))
         (_, _, vision), text_bc, mask_bc = self.expand_over_classes((fpn_4x, fpn_2x, fpn_1x), text, text_mask)
+        prompt = torch.cat([text_bc, geometry.repeat_interleave(classes, dim=0)], dim=1)
+        mask_bc = torch.cat([mask_bc, torch.ones_like(mask_bc[:, :1])], dim=1)
         pos = self.pos_embed.to(dtype=vision.dtype).expand(vision.shape[0], -1, -1, -1)
         encoded = self.detr_encoder(
-            vision_features=[vision], text_features=text_bc, vision_pos_embeds=[pos], text_mask=mask_bc
+            vision_features=[vision], text_features=prompt, vision_pos_embeds=[pos], text_mask=mask_bc
         )
         decoded = self.detr_decoder(
             vision_features=encoded.last_hidden_state,
@@ -123,6 +148,8 @@ class EncDecStage(nn.Module):
         if return_state:
             out["memory"] = encoded.last_hidden_state
             out["queries"] = queries
+            out["prompt"] = prompt
+            out["prompt_mask"] = mask_bc
         return out
 
     def masks(
@@ -136,7 +163,8 @@ class EncDecStage(nn.Module):
         """Mask logits ``[P, Q, h_4x, w_4x]`` for the ``P`` (image, class) ``pairs`` ``[P, 2]`` only.
 
         This is the presence early exit for masks: the per-class pixel decoder, the costly part, runs only for
-        classes that can produce a detection.
+        classes that can produce a detection. ``state`` is what :meth:`forward` returned with
+        ``return_state=True`` for the same ``text`` (whose prompts it holds).
         """
         classes = text.shape[0]
         flat = pairs[:, 0] * classes + pairs[:, 1]
@@ -144,7 +172,7 @@ class EncDecStage(nn.Module):
             decoder_queries=state["queries"][flat],
             backbone_features=[f[pairs[:, 0]] for f in features],
             encoder_hidden_states=state["memory"][flat],
-            prompt_features=text[pairs[:, 1]],
-            prompt_mask=text_mask[pairs[:, 1]],
+            prompt_features=state["prompt"][flat],
+            prompt_mask=state["prompt_mask"][flat],
         )
         return out.pred_masks

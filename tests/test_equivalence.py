@@ -16,7 +16,8 @@ CLASSES = ["person", "car", "dog", "traffic light", "red bus"]
 
 @pytest.fixture(scope="module")
 def reference(tiny_loaded, tiny_backend):
-    """Per-class outputs of transformers' own Sam3Model.forward, one class at a time."""
+    """Per-class outputs of transformers' own Sam3Model.forward, one class at a time, with an all-padding box
+    prompt (label -10): that makes transformers add the geometry CLS token, as Meta's SAM3 always does."""
     model = tiny_loaded.model
     image = to_rgb(make_image(90, 160))
     pixels = preprocess([image], tiny_backend.imgsz)
@@ -24,7 +25,8 @@ def reference(tiny_loaded, tiny_backend):
     outs = []
     with torch.inference_mode():
         for c in range(len(CLASSES)):
-            outs.append(model(pixel_values=pixels, input_ids=input_ids[c:c + 1], attention_mask=attention_mask[c:c + 1]))
+            outs.append(model(pixel_values=pixels, input_ids=input_ids[c:c + 1], attention_mask=attention_mask[c:c + 1],
+                              input_boxes=torch.zeros(1, 1, 4), input_boxes_labels=torch.tensor([[-10]])))
     return image, pixels, outs
 
 
@@ -98,3 +100,13 @@ def test_masks_match_reference_upsampled(tiny_backend, reference):
     c, q = int(sel.class_ids[0]), int(sel.query_ids[0])
     expected = upsample_masks(outs[c].pred_masks[0, q][None], 90, 160)[0].numpy()
     assert (got.masks[0] == expected).mean() > 0.999
+
+
+def test_geometry_token_matters(tiny_loaded, tiny_backend, reference):
+    """Without the geometry CLS token (transformers' text-only forward) the outputs differ: the equivalence
+    above would fail if the stage dropped it."""
+    _, pixels, outs = reference
+    input_ids, attention_mask = tiny_backend.tokenize(CLASSES[:1])
+    with torch.inference_mode():
+        text_only = tiny_loaded.model(pixel_values=pixels, input_ids=input_ids, attention_mask=attention_mask)
+    assert not torch.allclose(text_only.pred_logits, outs[0].pred_logits, atol=1e-4)

@@ -85,8 +85,8 @@ class EncDecExport(nn.Module):
             decoder_queries=out["queries"],
             backbone_features=[f.expand(classes, -1, -1, -1) for f in (fpn_4x, fpn_2x, fpn_1x)],
             encoder_hidden_states=out["memory"],
-            prompt_features=text,
-            prompt_mask=mask,
+            prompt_features=out["prompt"],
+            prompt_mask=out["prompt_mask"],
         ).pred_masks
         return logits, boxes, presence, pred
 
