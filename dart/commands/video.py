@@ -140,6 +140,13 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     names = resolve_classes(o["classes"], o["classes_file"], o["coco"])
     if o["save_mot"] is not None and not track:
         raise InputError("--save-mot writes track IDs: add --track (or use `dart track`).")
+    if o["display"]:
+        from dart.errors import DependencyError
+        from dart.video.overlay import display_problem
+
+        problem = display_problem()
+        if problem:
+            raise DependencyError(problem)
     tracker = build_tracker(**tracker_options) if track else None
     if o["conf"] is None:
         o["conf"] = min(0.1, tracker_options["track_thresh"]) if track else D["conf"]

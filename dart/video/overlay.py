@@ -53,6 +53,24 @@ def draw_status(image: np.ndarray, text: str) -> np.ndarray:
     return image
 
 
+NO_GUI = ("--display needs OpenCV with window support, but this OpenCV cannot open windows (the headless build "
+          "dart installs): run `pip uninstall -y opencv-python-headless && pip install opencv-python`, or save the "
+          "annotated video with -o out.mp4 instead.")
+NO_SCREEN = ("--display needs a graphical session, and there is none here (DISPLAY is not set): save the annotated "
+             "video with -o out.mp4 instead.")
+
+
+def display_problem() -> str | None:
+    """Why a preview window cannot be opened here (one sentence), or None when it can be tried."""
+    info = cv2.getBuildInformation()
+    gui = info[info.find("GUI:"):].split("\n", 1)[0] if "GUI:" in info else ""
+    if gui.split(":", 1)[-1].strip().upper() == "NONE":
+        return NO_GUI
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return NO_SCREEN
+    return None
+
+
 class Display:
     """A live OpenCV window; :meth:`show` returns False once the user pressed ``q`` or ``Esc`` (or closed it).
 
@@ -61,16 +79,13 @@ class Display:
 
     def __init__(self, title: str = "dart"):
         self.title = title
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise DependencyError("--display needs a graphical session, and there is none here (no DISPLAY); "
-                                  "save the annotated video with -o out.mp4 instead.")
+        problem = display_problem()
+        if problem:
+            raise DependencyError(problem)
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
-            raise DependencyError(
-                "--display needs OpenCV with window support, but this OpenCV cannot open windows "
-                "(opencv-python-headless): run `pip uninstall -y opencv-python-headless && pip install "
-                "opencv-python`, or save the annotated video with -o out.mp4 instead.") from exc
+            raise DependencyError(NO_GUI) from exc
         self._open = True
 
     def show(self, image: np.ndarray) -> bool:

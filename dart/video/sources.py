@@ -260,12 +260,16 @@ class DecodeAhead:
         self._started = False
 
     def _put(self, item) -> bool:
+        drop = self.drop_when_full and isinstance(item, Frame)
         while not self._stop.is_set():
             try:
-                self.queue.put(item, timeout=0.1)
+                if drop:
+                    self.queue.put_nowait(item)
+                else:
+                    self.queue.put(item, timeout=0.1)
                 return True
             except queue.Full:
-                if self.drop_when_full and isinstance(item, Frame):
+                if drop:  # a live source: make room by dropping the oldest frame, never wait
                     try:
                         self.queue.get_nowait()
                         self.dropped += 1

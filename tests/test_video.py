@@ -1,0 +1,291 @@
+"""Video sources, writers and runners on a short generated mp4 with a tiny SAM3: outputs parsed back,
+pipelined == sequential == per-frame detect, and partial outputs stay valid when a run is cut short."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dart.detections import Detections
+from dart.detector import Detector
+from dart.errors import DependencyError, InputError
+from dart.tracking import ByteTrack
+from dart.video import (DecodeAhead, Frame, StreamError, VideoSource, benchmark_video, open_source, read_jsonl,
+                        run_video, same_detections)
+from dart.video.writers import JsonlWriter, VideoWriter
+from tests.conftest import make_image
+
+CLASSES = ["person", "car", "dog"]
+FRAMES, FPS, SIZE = 12, 10, (160, 90)
+
+
+def frame_image(i: int) -> np.ndarray:
+    return np.ascontiguousarray(np.roll(make_image(seed=0), 2 * i, axis=1))
+
+
+def write_video(path: Path, frames: int = FRAMES) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
+    for i in range(frames):
+        writer.write(frame_image(i))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny model is faster on one thread, and a shared 2-core CI box punishes OpenMP oversubscription."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def video_file(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4")
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_backend) -> Detector:
+    return Detector(tiny_backend, CLASSES, conf=0.1)
+
+
+def tracker() -> ByteTrack:
+    return ByteTrack(track_thresh=0.3)  # the tiny random model scores its boxes around 0.55
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return frames, fps
+
+
+class ListSource(VideoSource):
+    """In-memory frames; raises ``fail`` after ``fail_after`` frames (a stream dying mid-way)."""
+
+    def __init__(self, images, fail_after: int | None = None, live: bool = False, fail: type = StreamError):
+        self.images, self.fail_after, self.live, self.fail = images, fail_after, live, fail
+        self.name, self.fps, self.size, self.total = "list", float(FPS), SIZE, None if live else len(images)
+        self.closed = False
+
+    def __iter__(self):
+        for i, image in enumerate(self.images):
+            if self.fail_after is not None and i == self.fail_after:
+                raise self.fail(f"the stream stopped after {i} frames.")
+            yield Frame(i, image, i / self.fps)
+
+    def close(self):
+        self.closed = True
+
+
+# ----------------------------------------------------------------------------------------------- sources
+def test_file_source_start_stride_max_frames(video_file):
+    with open_source(video_file) as src:
+        assert (src.total, src.fps, src.size, src.live) == (FRAMES, FPS, SIZE, False)
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(FRAMES))
+    assert frames[3].time == pytest.approx(0.3)
+    with open_source(str(video_file), start=2, stride=3) as src:
+        assert src.total == 4 and [f.index for f in src] == [2, 5, 8, 11]
+    with open_source(video_file, start=2, stride=3, max_frames=2) as src:
+        got = list(src)
+        assert src.total == 2 and [f.index for f in got] == [2, 5]
+    # the frames decoded after skipping are the right ones (grab() keeps the count exact)
+    np.testing.assert_array_equal(got[1].image, frames[5].image)
+
+
+def test_folder_glob_and_single_image_sources(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"f{i:03d}.png"), frame_image(i))
+    src = open_source(folder, stride=2, fps=5)
+    frames = list(src)
+    assert [f.index for f in frames] == [0, 2, 4] and src.fps == 5 and frames[1].time == pytest.approx(0.4)
+    np.testing.assert_array_equal(frames[2].image, frame_image(4))
+    assert [f.index for f in open_source(str(folder / "f00[1-3].png"))] == [0, 1, 2]
+    assert len(list(open_source(folder / "f004.png"))) == 1
+
+
+def test_bad_sources_are_one_sentence(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        open_source(tmp_path / "missing.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 50)
+    with pytest.raises(InputError, match="cannot read video"):
+        list(open_source(junk))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        open_source(tmp_path / "empty")
+    with pytest.raises(InputError, match="matches no image"):
+        open_source(str(tmp_path / "*.jpg"))
+    with pytest.raises(InputError, match="cannot open camera 99"):
+        open_source("99")
+    with pytest.raises(InputError, match="cannot open the stream"):
+        open_source("rtsp://127.0.0.1:9/nothing")
+    with pytest.raises(InputError, match="--stride"):
+        open_source(junk, stride=0)
+
+
+def test_start_past_the_end(video_file):
+    with pytest.raises(InputError, match="past the end"):
+        open_source(video_file, start=FRAMES)
+
+
+def test_decode_ahead_keeps_order_and_reports_the_error_after_the_frames():
+    src = ListSource([frame_image(i) for i in range(8)], fail_after=5)
+    reader = DecodeAhead(src, depth=2)
+    got = []
+    with pytest.raises(StreamError, match="stopped after 5"):
+        for frame in reader:
+            got.append(frame.index)
+    reader.close()
+    assert got == [0, 1, 2, 3, 4] and src.closed
+
+
+def test_decode_ahead_drops_oldest_frames_of_a_slow_live_source():
+    import time
+
+    src = ListSource([frame_image(i % 3) for i in range(60)], live=True)
+    reader = DecodeAhead(src, depth=2)
+    got = []
+    for frame in reader:
+        got.append(frame.index)
+        time.sleep(0.01)
+    reader.close()
+    assert reader.dropped > 0 and len(got) + reader.dropped == 60
+    assert got == sorted(got) and got[-1] == 59  # in order, and the newest frame is never the one dropped
+
+
+# ----------------------------------------------------------------------------------------------- writers
+def test_writers_leave_previous_files_alone_until_closed(tmp_path):
+    target = tmp_path / "out.jsonl"
+    target.write_text("previous good file\n")
+    writer = JsonlWriter(target)
+    writer.write(0, 0.0, Detections.empty((90, 160)), (90, 160))
+    assert target.read_text() == "previous good file\n"  # still untouched while writing
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert len(partial) == 1 and json.loads(partial[0].read_text())["frame"] == 0  # complete line, flushed
+    assert writer.close() and json.loads(target.read_text())["frame"] == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    unused = JsonlWriter(tmp_path / "never.jsonl")
+    assert not unused.close() and not (tmp_path / "never.jsonl").exists()
+    with pytest.raises(InputError, match=r"\.mp4"):
+        VideoWriter(tmp_path / "out.gif", 10)
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def run_all(detector, source, tmp_path: Path, tag: str, **kwargs):
+    collected: list[Detections] = []
+    result = run_video(detector, source, tracker=tracker(), output=tmp_path / f"{tag}.mp4",
+                       save_jsonl=tmp_path / f"{tag}.jsonl", save_mot=tmp_path / f"{tag}.txt", progress=False,
+                       on_frame=lambda frame, dets: collected.append(dets), **kwargs)
+    return result, collected
+
+
+def test_video_end_to_end_outputs_parse_back(detector, video_file, tmp_path):
+    result, tracked = run_all(detector, video_file, tmp_path, "pipe")
+    assert result.frames == FRAMES and result.stopped == "end" and result.mode == "pipelined"
+    assert set(result.outputs) == {"video", "jsonl", "mot"}
+    frames, fps = read_video(tmp_path / "pipe.mp4")
+    assert len(frames) == FRAMES and fps == pytest.approx(FPS) and frames[0].shape == (SIZE[1], SIZE[0], 3)
+    records = read_jsonl(tmp_path / "pipe.jsonl")
+    assert [r[0] for r in records] == list(range(FRAMES))
+    assert all(size == (SIZE[1], SIZE[0]) for _, _, size, _ in records)
+    assert sum(len(r[3]) for r in records) > 0, "the tiny model tracks something"
+    for (frame, _, _, rows), dets in zip(records, tracked):
+        back = Detections.from_json(rows)
+        assert back.track_ids.tolist() == dets.track_ids.tolist()
+        np.testing.assert_allclose(back.xyxy, dets.xyxy, atol=0.01)
+    mot = np.loadtxt(tmp_path / "pipe.txt", delimiter=",", ndmin=2)
+    expected = [row.split(",") for f, dets in enumerate(tracked) for row in dets.to_mot(f + 1)]
+    assert mot.shape == (len(expected), 10)
+    np.testing.assert_allclose(mot, np.array(expected, dtype=float))
+    assert set(mot[:, 0].astype(int)) <= set(range(1, FRAMES + 1)) and (mot[:, 8:] == -1).all()
+    stages = set(result.stages)
+    assert {"decode", "preprocess", "backbone", "encdec", "post", "track", "draw", "write"} <= stages
+
+
+@pytest.mark.parametrize("overlap_stages", [False, True])
+def test_pipelined_equals_sequential_equals_detect(detector, video_file, tmp_path, overlap_stages):
+    """Same detections whatever the runner; overlap_stages=True runs the backbone / encoder-decoder split that
+    CUDA uses (here on CPU threads, without streams)."""
+    seq, seq_dets = run_all(detector, video_file, tmp_path, "seq", sequential=True)
+    pipe, pipe_dets = run_all(detector, video_file, tmp_path, "pipe", overlap_stages=overlap_stages)
+    assert seq.frames == pipe.frames == FRAMES
+    assert same_detections(seq_dets, pipe_dets)
+    assert [d.track_ids.tolist() for d in seq_dets] == [d.track_ids.tolist() for d in pipe_dets]
+    assert (tmp_path / "seq.jsonl").read_text() == (tmp_path / "pipe.jsonl").read_text()
+    raw: list[Detections] = []
+    run_video(detector, video_file, progress=False, overlap_stages=overlap_stages,
+              on_frame=lambda frame, dets: raw.append(dets))
+    with open_source(video_file) as src:
+        reference = [detector.detect(f.image) for f in src]
+    assert same_detections(raw, reference)
+    assert sum(len(d) for d in reference) > 0
+
+
+def test_stream_dying_mid_way_keeps_valid_partial_outputs(detector, tmp_path):
+    (tmp_path / "cut.mp4").write_bytes(b"an older result that must be replaced by the partial run")
+    source = ListSource([frame_image(i) for i in range(10)], fail_after=5)
+    with pytest.raises(StreamError, match="stopped after 5") as info:
+        run_all(detector, source, tmp_path, "cut")
+    result = info.value.result
+    assert result.frames == 5 and result.stopped == "error" and source.closed
+    frames, _ = read_video(tmp_path / "cut.mp4")
+    assert len(frames) == 5  # finalised: playable
+    lines = (tmp_path / "cut.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == [0, 1, 2, 3, 4]
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_ctrl_c_flushes_and_closes_everything(detector, video_file, tmp_path, sequential):
+    def interrupt(frame, dets):
+        if frame.index == 3:
+            raise KeyboardInterrupt
+
+    result = run_video(detector, video_file, output=tmp_path / "i.mp4", save_jsonl=tmp_path / "i.jsonl",
+                       progress=False, sequential=sequential, on_frame=interrupt)
+    assert result.stopped == "interrupted" and result.frames == 4
+    assert len(read_video(tmp_path / "i.mp4")[0]) == 4
+    assert len((tmp_path / "i.jsonl").read_text().splitlines()) == 4
+    assert not [t for t in threading.enumerate() if t.name.startswith("dart-") and t.is_alive()]
+
+
+def test_user_stop_and_max_frames(detector, video_file, tmp_path):
+    result = run_video(detector, video_file, progress=False, on_frame=lambda frame, dets: frame.index < 2)
+    assert result.stopped == "user" and result.frames == 3
+    result = run_video(detector, open_source(video_file, max_frames=4), progress=False)
+    assert result.frames == 4 and result.stopped == "end"
+
+
+def test_save_mot_needs_a_tracker_and_display_needs_a_gui(detector, video_file, tmp_path):
+    with pytest.raises(InputError, match="--save-mot"):
+        run_video(detector, video_file, save_mot=tmp_path / "m.txt", progress=False)
+    with pytest.raises(DependencyError, match="--display needs"):
+        run_video(detector, video_file, display=True, progress=False)
+    assert not (tmp_path / "m.txt").exists()
+
+
+def test_benchmark_video_compares_both_modes(detector, video_file):
+    report = benchmark_video(detector, str(video_file), max_frames=6, warmup=1)
+    assert report["frames"] == 6 and report["identical"] is True
+    assert report["sequential"]["fps"] > 0 and report["pipelined"]["fps"] > 0
+    assert report["speedup"] == pytest.approx(report["pipelined"]["fps"] / report["sequential"]["fps"])
+    assert {"backbone", "encdec"} <= set(report["sequential"]["stages"])
+    assert report["device"] == "cpu" and report["classes"] == len(CLASSES)
