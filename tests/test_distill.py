@@ -129,6 +129,22 @@ def test_resume_continues_from_the_saved_step(tmp_path, tiny_ckpt, images, monke
         assert len(BackboneStage(pruned.model)(x)) == 3
 
 
+def test_unreadable_images_are_skipped(tmp_path):
+    from dart.distill.data import ImageFolderDataset, list_images, split_train_val
+
+    cv2.imwrite(str(tmp_path / "a.png"), make_image(seed=1))
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    cv2.imwrite(str(tmp_path / "c.png"), make_image(seed=2))
+    dataset = ImageFolderDataset(list_images(tmp_path), TINY_IMGSZ)
+    items = [dataset[i]["index"] for i in range(3)]
+    assert items == [0, 2, 2] and dataset[1]["pixels"].shape == (3, TINY_IMGSZ, TINY_IMGSZ)
+    train, val = split_train_val(list_images(tmp_path), 0.3)
+    assert len(train) == 2 and len(val) == 1 and not set(train) & set(val)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="contains no images"):
+        list_images(tmp_path / "empty")
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(prune=PruneSpec()), "needs the blocks to remove"),
     (dict(phase="adapter"), "belong to --phase prune"),

@@ -152,7 +152,6 @@ def show(
     """
     from dart.errors import InputError
     from dart.pruning.report import importance_table, steps_table
-    from dart.pruning.search import SearchResult
     from dart.pruning.spec import PruneSpec
 
     console = Console()

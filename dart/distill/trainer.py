@@ -264,13 +264,19 @@ class _Trainer:
         with self._bar() as bar:
             task = bar.add_task("teacher cache", total=len(mine), loss="", extra="")
             for start in range(0, len(mine), self.config.batch):
-                idx = range(start, min(start + self.config.batch, len(mine)))
-                pixels = torch.stack([dataset.pixels(i) for i in idx]).to(self.device)
-                with self._autocast():
-                    feats = teacher(pixels)
-                for j, i in enumerate(idx):
-                    cache.save(mine[i], [f[j] for f in feats])
-                bar.advance(task, len(idx))
+                idx, batch = [], []
+                for i in range(start, min(start + self.config.batch, len(mine))):
+                    try:
+                        batch.append(dataset.pixels(i))
+                        idx.append(i)
+                    except InputError:
+                        pass  # unreadable: the training dataset skips it too
+                if batch:
+                    with self._autocast():
+                        feats = teacher(torch.stack(batch).to(self.device))
+                    for j, i in enumerate(idx):
+                        cache.save(mine[i], [f[j] for f in feats])
+                bar.advance(task, min(self.config.batch, len(mine) - start))
         self._barrier()
 
     def _loader(self, dataset, shuffle: bool):
