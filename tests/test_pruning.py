@@ -142,7 +142,8 @@ def test_temporarily_pruned_restores_and_apply_twice():
     apply_pruning(model, spec)
     assert_same(fpn(model), during)
     apply_pruning(model, PruneSpec.parse("0", "2:mlp"))  # the same spec again: nothing happens
-    assert len(model.vision_encoder.backbone.layers) == 3
+    apply_pruning(model, PruneSpec())  # nor does an empty one
+    assert len(model.vision_encoder.backbone.layers) == 3 and model.dart_prune_spec == spec
     with pytest.raises(InputError, match="already pruned"):
         apply_pruning(model, PruneSpec.parse("1"))
 

@@ -163,9 +163,12 @@ def apply_pruning(model: nn.Module, spec: PruneSpec) -> None:
 
     Masked branches are replaced by a zero branch; skipped blocks are removed from the ``ModuleList``. The
     applied spec is recorded on the model as ``model.dart_prune_spec`` (indices of the full backbone).
-    Applying the spec a model already carries (e.g. a pruned checkpoint loaded with its own spec) does nothing.
+    Applying an empty spec, or the spec a model already carries (e.g. a pruned checkpoint loaded with its own
+    spec), does nothing.
     """
     previous: PruneSpec = getattr(model, "dart_prune_spec", PruneSpec())
+    if not spec and previous:
+        return
     if previous:
         if previous == spec:
             return
