@@ -29,6 +29,25 @@ def class_scaling_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def video_table(result: dict[str, Any], title: str) -> Table:
+    """Sequential vs pipelined: FPS, ms per frame and per-stage medians, one row per mode."""
+    modes = {k: v for k, v in result.items() if isinstance(v, dict) and "fps" in v}
+    if not modes:
+        return records_table(flatten(result), title)
+    stages: list[str] = []
+    for entry in modes.values():
+        stages.extend(s for s in (entry.get("stages") or {}) if s not in stages)
+    table = Table(title=title, title_justify="left")
+    for name in ("mode", "frames", "FPS", "ms/frame", *[f"{s} ms" for s in stages]):
+        table.add_column(name, justify="left" if name == "mode" else "right")
+    for mode, entry in modes.items():
+        table.add_row(mode, fmt(entry.get("frames")), fmt(entry.get("fps")), fmt(entry.get("ms_per_frame")),
+                      *[fmt((entry.get("stages") or {}).get(s)) for s in stages])
+    notes = [f"{k}: {fmt(result[k])}" for k in ("speedup", "identical") if k in result]
+    table.caption = "; ".join(notes)
+    return table
+
+
 def records_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
     """A table of flat records (the union of their keys as columns), numbers rounded."""
     table = Table(title=title, title_justify="left")

@@ -165,7 +165,7 @@ def video(
     """
     from dart.bench.environment import environment, header
     from dart.bench.plot import bar_plot
-    from dart.bench.report import flatten, records_table
+    from dart.bench.report import video_table
     from dart.classes import resolve_classes
     from dart.errors import DependencyError
     from dart.eval.setups import seed_random_text
@@ -195,15 +195,14 @@ def video(
               "setup": setup.describe(), "result": result}
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "video.json", report)
-    rows = flatten(result)
-    bars = [(str(r.get("mode", "run")), float(r[k])) for r in rows for k in r if k.lower() in ("fps", "mean_fps")
-            and isinstance(r[k], (int, float))]
+    bars = [(mode, float(entry["fps"])) for mode, entry in result.items()
+            if isinstance(entry, dict) and isinstance(entry.get("fps"), (int, float))]
     png = output / "video.png"
     bar_plot(bars, png, title="video FPS" + (" (synthetic weights)" if setup.synthetic else ""), xlabel="FPS",
              subtitle=header(env))
-    table = records_table(rows, f"video benchmark | {header(env)}")
+    table = video_table(result, f"video benchmark, {len(names)} classes | {header(env)}")
     if setup.synthetic:
-        table.caption = "synthetic = random weights: speed only"
+        table.caption = f"{table.caption}; synthetic = random weights: speed only"
     console.print(table)
     console.print(f"saved [bold]{output / 'video.json'}[/] and [bold]{png}[/]")
 
@@ -212,20 +211,35 @@ def video(
 def backbones(
     imgsz: opt.Imgsz = D["imgsz"],
     device: opt.Device = D["device"],
+    precision: opt.Precision = D["precision"],
+    names: Annotated[Optional[str], typer.Option(
+        "--names", rich_help_panel=BENCH,
+        help="Only these backbones, comma-separated (default: every registered one, see `dart plugins`).")] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, rich_help_panel=BENCH, help="Images per forward.")] = 1,
+    warmup: Warmup = 3,
     runs: Runs = 10,
     output: Output = Path("runs/bench"),
+    checkpoint: Annotated[Optional[str], typer.Option(
+        "--checkpoint", "-m", rich_help_panel=opt.MODEL,
+        help="SAM3 weights for the sam3 row (default: random weights of SAM3's size; latency does not depend on "
+             "the values).")] = None,
+    synthetic_config: SyntheticConfig = None,
+    skip_blocks: opt.SkipBlocks = None,
+    mask_blocks: opt.MaskBlocks = None,
+    prune_spec: opt.PruneSpecFile = None,
 ) -> None:
-    """Latency of every registered backbone (SAM3's ViT and the student backbones) at one image size.
+    """Latency of every registered backbone (SAM3's ViT, pruned with --skip-blocks, and the student backbones).
 
-    Example: [bold]dart bench backbones --imgsz 1008 --device cuda[/]
+    Example: [bold]dart bench backbones --imgsz 1008 --device cuda --precision fp16 --skip-blocks 5,10,12[/]
     """
     from dart.backends.base import resolve_device
     from dart.bench.environment import environment, header
     from dart.bench.plot import bar_plot
     from dart.bench.report import records_table
-    from dart.errors import DependencyError
+    from dart.errors import DependencyError, InputError
     from dart.io import write_json
     from dart.models.sam3 import validate_imgsz
+    from dart.pruning.spec import resolve_prune_spec
 
     try:
         from dart.students.bench import benchmark_backbones
@@ -235,18 +249,38 @@ def backbones(
     console = Console()
     validate_imgsz(imgsz)
     dev = resolve_device(device)
-    rows = benchmark_backbones(imgsz, str(dev), runs)
+    prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
+    chosen = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    if names is not None and not chosen:
+        raise InputError("--names is empty; give backbone names like sam3,repvit_m2_3.")
+    config = None
+    if synthetic_config is not None:
+        from dart.bench.synthetic import synthetic_config as read_config
+
+        config = read_config(synthetic_config)
+    console.print(f"timing backbones at {imgsz}px, batch {batch}, {precision} on {dev} ...", highlight=False)
+    rows = benchmark_backbones(imgsz, str(dev), runs, warmup=warmup, names=chosen, precision=precision, batch=batch,
+                               checkpoint=checkpoint, sam3_config=config, prune=prune or None)
     env = environment(dev)
-    report = {"benchmark": "backbones", "environment": env, "header": header(env), "imgsz": imgsz, "runs": runs,
-              "note": "random weights: latency does not depend on the values", "rows": rows}
-    output.mkdir(parents=True, exist_ok=True)
+    weights = checkpoint or "random weights (latency does not depend on the values)"
+    report = {"benchmark": "backbones", "environment": env, "header": header(env), "imgsz": imgsz, "batch": batch,
+              "precision": precision, "warmup": warmup, "runs": runs, "weights": weights, "rows": rows}
     write_json(output / "backbones.json", report)
     key = _latency_key(rows)
     png = output / "backbones.png"
-    bar_plot([(str(r.get("name", r.get("backbone", i))), float(r[key])) for i, r in enumerate(rows)
+    bar_plot([(str(r.get("backbone", r.get("name", i))), float(r[key])) for i, r in enumerate(rows)
               if isinstance(r.get(key), (int, float))],
-             png, title=f"backbone latency at {imgsz}px", xlabel=key.replace("_", " "), subtitle=header(env))
-    console.print(records_table(rows, f"backbone latency, {imgsz}px | {header(env)}"))
+             png, title=f"backbone latency at {imgsz}px, {precision}", xlabel=key.replace("_", " "),
+             subtitle=header(env))
+    try:
+        from dart.students.bench import backbones_table
+
+        table = backbones_table(rows)
+    except ImportError:  # pragma: no cover - older students module
+        table = records_table(rows, "backbone latency")
+    table.title = f"{table.title} | {header(env)}"
+    table.caption = f"medians of {runs} runs after {warmup} warm-up runs; weights: {weights}"
+    console.print(table)
     console.print(f"saved [bold]{output / 'backbones.json'}[/] and [bold]{png}[/]")
 
 

@@ -157,9 +157,8 @@ def build_plan(recipe: Recipe, commands: dict[str, CommandInfo] | None = None) -
     for step in recipe.steps:
         info = commands[step.run]
         argv, inherited = step_argv(step, info, recipe.settings)
-        given = {info.option(str(k)).name for k in step.options if info.option(str(k)) is not None}
-        missing = [o for o in info.options.values() if o.required and o.name not in given | set(inherited_names(
-            inherited, info))]
+        tokens = set(argv)
+        missing = [o for o in info.options.values() if o.required and not tokens & set(o.opts + o.secondary)]
         if missing:
             flags = ", ".join(o.flag for o in missing)
             problems.append(f"{step.line}: step '{step.name}': dart {step.run} needs {flags}; add it under "
@@ -169,18 +168,6 @@ def build_plan(recipe: Recipe, commands: dict[str, CommandInfo] | None = None) -
     if problems:
         raise RecipeError(problems)
     return plan
-
-
-def inherited_names(inherited: list[str], info: CommandInfo) -> list[str]:
-    names = []
-    for setting in inherited:
-        if setting in SETTING_OPTIONS:
-            names.append(SETTING_OPTIONS[setting])
-        elif setting == "prune":
-            names += ["skip_blocks", "mask_blocks", "prune_spec"]
-        elif setting == "classes":
-            names += ["classes", "classes_file", "coco"]
-    return names
 
 
 def step_argv(step: Step, info: CommandInfo, settings: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -210,27 +197,27 @@ def step_argv(step: Step, info: CommandInfo, settings: dict[str, Any]) -> tuple[
 
 def _inherit(setting: str, value: Any, info: CommandInfo, given: set[str]) -> list[str]:
     if setting in SETTING_OPTIONS:
-        option = info.options.get(SETTING_OPTIONS[setting])
+        option = info.option(SETTING_OPTIONS[setting])
         if option is None or option.name in given:
             return []
         return render_option(option, value)
     if setting == "prune":
-        if given & {"skip_blocks", "mask_blocks", "prune_spec"}:
+        if given & _names(info, ("skip_blocks", "mask_blocks", "prune_spec")):
             return []
         if isinstance(value, str):
-            option = info.options.get("prune_spec")
+            option = info.option("prune_spec")
             return render_option(option, value) if option else []
         out: list[str] = []
         for key in ("skip_blocks", "mask_blocks"):
-            option = info.options.get(key)
+            option = info.option(key)
             if option is not None and value.get(key) not in (None, "", []):
                 items = value[key] if isinstance(value[key], list) else str(value[key]).split(",")
                 out += [option.flag, ",".join(str(v).strip() for v in items)]
         return out
     if setting == "classes":
-        if given & {"classes", "classes_file", "coco"}:
+        if given & _names(info, ("classes", "classes_file", "coco")):
             return []
-        classes, coco, classes_file = (info.options.get(k) for k in ("classes", "coco", "classes_file"))
+        classes, coco, classes_file = (info.option(k) for k in ("classes", "coco", "classes_file"))
         if isinstance(value, str) and value.strip().lower() == "coco":
             if coco is not None:
                 return [coco.flag]
@@ -241,6 +228,11 @@ def _inherit(setting: str, value: Any, info: CommandInfo, given: set[str]) -> li
             return []
         return render_option(classes, [str(v) for v in value], repeat=True)
     return []
+
+
+def _names(info: CommandInfo, keys: tuple[str, ...]) -> set[str]:
+    """The python names of the command's options for these flags (commands may name parameters differently)."""
+    return {option.name for key in keys if (option := info.option(key)) is not None}
 
 
 def render_option(option: OptionInfo, value: Any, repeat: bool = False) -> list[str]:
@@ -262,6 +254,6 @@ def render_option(option: OptionInfo, value: Any, repeat: bool = False) -> list[
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return str(value)

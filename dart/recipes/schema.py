@@ -347,7 +347,7 @@ def _check_settings(settings: dict[str, Any], check: _Checker) -> None:
             try:
                 PruneSpec.parse(prune.get("skip_blocks"), prune.get("mask_blocks"))
             except InputError as exc:
-                check.error(("prune",), str(exc))
+                check.error(("prune",), f"prune: {exc}")
     classes = settings.get("classes")
     if isinstance(classes, list):
         if not classes:
