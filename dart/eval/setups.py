@@ -131,7 +131,7 @@ class Setup:
         detector_kwargs.setdefault("max_classes_per_batch", self.max_classes)
         if self.text_cache and not self.synthetic:
             detector_kwargs.setdefault("text_cache", self.text_cache)
-        if self.backend != "torch" or self.engines:
+        if self.backend != "torch":  # exported stages; engines given with the torch backend are not used
             if self.synthetic:
                 raise InputError(f"setup '{self.name}': synthetic weights run on the torch backend only; export "
                                  "them with `dart export` to time an engine.")
