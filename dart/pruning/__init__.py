@@ -1,5 +1,11 @@
-"""Backbone pruning: remove whole ViT blocks or skip their attention / MLP branch."""
+"""Backbone pruning: remove whole ViT blocks or skip their attention / MLP branch.
 
-from dart.pruning.spec import PruneSpec, apply_pruning
+- :mod:`dart.pruning.spec`: :class:`PruneSpec` (parse, validate, load/save) and :func:`apply_pruning`;
+- :mod:`dart.pruning.search`: the importance search behind ``dart prune search``;
+- :mod:`dart.pruning.checkpoint`: pruned checkpoints that re-apply their spec when loaded.
+"""
 
-__all__ = ["PruneSpec", "apply_pruning"]
+from dart.pruning.checkpoint import load_pruned, save_pruned
+from dart.pruning.spec import PruneSpec, apply_pruning, resolve_prune_spec, temporarily_pruned
+
+__all__ = ["PruneSpec", "apply_pruning", "load_pruned", "resolve_prune_spec", "save_pruned", "temporarily_pruned"]
