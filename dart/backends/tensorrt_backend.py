@@ -92,7 +92,7 @@ class _Engine:
     def _capture(self, key: tuple, inputs: dict[str, torch.Tensor], stream: torch.cuda.Stream) -> None:
         static_in = {n: t.clone() for n, t in inputs.items()}
         try:
-            stream.synchronize()
+            torch.cuda.synchronize(self.device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.stream(stream):
                 static_out = self._bind(static_in)
@@ -135,8 +135,9 @@ class TensorRTBackend(EngineBackend):
             raise InputError(f"'{self.backbone_path}' has no output '{missing[0]}'; build it from a dart export.")
 
     def _run(self, engine: _Engine, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = {n: inputs[n].to(self.device, engine.dtypes[n]).contiguous() for n in engine.inputs}
         current = torch.cuda.current_stream(self.device)
-        self.stream.wait_stream(current)  # inputs written on PyTorch's stream are ready
+        self.stream.wait_stream(current)  # inputs written (and converted) on PyTorch's stream are ready
         with torch.cuda.device(self.device):
             outputs = engine(inputs, self.stream)
         current.wait_stream(self.stream)  # later PyTorch work sees the outputs
