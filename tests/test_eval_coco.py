@@ -197,3 +197,63 @@ def test_cli_end_to_end_on_tiny_model(tmp_path, tiny_ckpt, dataset):
 
     bad = CliRunner().invoke(build_app(), [str(a) for a in args[:-2]] + ["-o", str(out), "--conf", "0.5"])
     assert bad.exit_code == 2 and "other settings" in bad.output
+
+
+def test_configs_compare_setups_across_backends(tmp_path, tmp_path_factory, tiny_ckpt):
+    """One table for several setups; the onnxruntime setup scores the same detections as the torch one."""
+    from tests.export_helpers import tiny_engines
+
+    engines = tiny_engines(tmp_path_factory, tiny_ckpt)
+    images, ann = write_dataset(tmp_path / "d", categories=["person", "car", "bicycle", "dog", "cat", "bus"])
+    configs = tmp_path / "setups.yaml"
+    configs.write_text(f"setups:\n  - name: torch\n  - name: ort\n    backend: onnxruntime\n    engines: {engines}\n")
+    out = tmp_path / "cmp"
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(build_app(), [str(a) for a in [
+        "eval", "coco", "--images", images, "--annotations", ann, "--categories", "dataset", "--max-images", 2,
+        "--checkpoint", tiny_ckpt, "--imgsz", TINY_IMGSZ, "--device", "cpu", "--configs", configs, "-o", out]])
+    assert res.exit_code == 0, res.output
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert list(comparison) == ["torch", "ort"] and comparison["ort"]["setup"]["backend"] == "onnxruntime"
+    for name in comparison:
+        assert name in res.output and (out / name / "summary.json").is_file()
+
+    def rows(name):
+        data = json.loads((out / name / "results.json").read_text())
+        return sorted(data, key=lambda r: (r["image_id"], r["category_id"], -r["score"]))
+
+    torch_rows, ort_rows = rows("torch"), rows("ort")
+    assert len(torch_rows) == len(ort_rows) > 0
+    for a, b in zip(torch_rows, ort_rows):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-3) and a["bbox"] == pytest.approx(b["bbox"], abs=0.05)
+    assert comparison["ort"]["metrics"]["bbox"] == pytest.approx(comparison["torch"]["metrics"]["bbox"], abs=1e-3)
+
+
+def test_setups_build_pruned_student_and_synthetic_detectors(tmp_path, tiny_ckpt):
+    from dart.eval.setups import Setup, load_setups
+    from tests.tiny import tiny_config
+
+    base = Setup.from_dict({"checkpoint": str(tiny_ckpt), "imgsz": TINY_IMGSZ, "device": "cpu"})
+    pruned = Setup.from_dict({"name": "p", "skip_blocks": [1, 2], "mask_blocks": ["3:mlp"]}, base)
+    det = pruned.build_detector(["person", "car"])
+    assert len(det.backend.backbone_stage.vit.layers) == 2 and det.classes == ["person", "car"]
+    assert pruned.describe()["prune"] == "skip 1,2; mask 3:mlp"
+
+    config = tmp_path / "config.json"
+    tiny_config().to_json_file(str(config))
+    student = Setup.from_dict({"name": "s", "backbone": "repvit_m0_9", "synthetic": True,
+                               "synthetic_config": str(config)}, base)
+    det = student.build_detector(["person"])
+    assert det.backend.backbone_name == "repvit_m0_9" and det.backend.fingerprint.startswith("synthetic-")
+    assert student.describe()["checkpoint"].startswith("synthetic") and student.label().endswith("[synthetic weights]")
+    with pytest.raises(InputError, match="needs student_weights"):
+        Setup.from_dict({"backbone": "repvit_m0_9"}, base).build_detector(["person"])
+
+    bad = tmp_path / "bad.yaml"
+    for text, message in [("- name: a\n  imgsz: 100\n", "setup 1: imgsz must be a positive multiple of 14"),
+                          ("- name: a\n  imgsize: 112\n", "unknown key 'imgsize'; allowed keys: backbone"),
+                          ("- name: a\n- name: a\n", "'a' is used twice"),
+                          ("- name: a\n  imgsz: '112'\n", "'imgsz' must be int, got str")]:
+        bad.write_text(text)
+        with pytest.raises(InputError, match=message):
+            load_setups(bad, base)
