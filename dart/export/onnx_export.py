@@ -212,6 +212,10 @@ def staged_onnx(model: Any, path: Path) -> Iterator[tuple[Path, bool]]:
         else:
             onnx.save_model(model, str(tmp_file))
         yield tmp_file, external
+        umask = os.umask(0)
+        os.umask(umask)
+        for staged in tmp_dir.iterdir():
+            os.chmod(staged, 0o666 & ~umask)  # onnx writes external data private; give it a normal file's mode
         if external:
             os.replace(tmp_dir / data_name, path.parent / data_name)
         os.replace(tmp_file, path)
