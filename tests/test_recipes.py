@@ -265,3 +265,10 @@ def test_coco_classes_become_names_for_commands_without_coco_switch(tmp_path):
     step = parse_recipe(write(tmp_path / "c.yaml", "classes: coco\nsteps: [{run: detect, args: [a.jpg]}]\n")).steps[0]
     argv, inherited = step_argv(step, trimmed, {"classes": "coco"})
     assert [argv[i + 1] for i, t in enumerate(argv) if t == "--classes"] == COCO80 and inherited == ["classes"]
+
+
+def test_recipe_cannot_run_itself(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "loop.yaml", "steps:\n  - run: recipe run\n    args: [loop.yaml]\n")
+    with pytest.raises(RecipeError, match=r"loop.yaml:3: step 'recipe-run' runs this same recipe"):
+        parse_recipe("loop.yaml")

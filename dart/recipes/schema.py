@@ -480,6 +480,8 @@ def _check_step(step: Step, raw: dict, commands: dict, check: _Checker, key: tup
         check.error(key + ("run",), f"'{step.run}' is not a registered dart command.{hint} Registered commands: "
                                     f"{', '.join(sorted(commands))}.")
         return
+    if step.run == "recipe run" and step.args and Path(str(step.args[0])).resolve() == check.path.resolve():
+        check.error(key + ("args", 0), f"step '{step.name}' runs this same recipe, which would never end.")
     for i, value in enumerate(step.args):
         if not _is(value, (str, int, float)):
             check.error(key + ("args", i), f"argument {i + 1} of step '{step.name}' must be a single value, got "
