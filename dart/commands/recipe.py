@@ -27,7 +27,7 @@ def run(
 ) -> None:
     """Run the recipe's steps in order; steps whose outputs are newer than their inputs and settings are skipped.
 
-    Example: [bold]dart recipe run recipes/coco80-trt.yaml --set imgsz=644[/]
+    Example: [bold]dart recipe run recipes/coco80-trt-textcache.yaml --set imgsz=644[/]
     """
     from dart.recipes.runner import load_recipe, outcomes_table, run_recipe
 

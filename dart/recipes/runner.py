@@ -1,7 +1,7 @@
 """Run a recipe's steps in order, in this process, skipping the ones that are up to date.
 
 >>> from dart.recipes import load_recipe, run_recipe
->>> recipe, plan = load_recipe("recipes/coco80-trt.yaml", overrides=["imgsz=644"])
+>>> recipe, plan = load_recipe("recipes/coco80-trt-textcache.yaml", overrides=["imgsz=644"])
 >>> outcomes = run_recipe(plan)
 """
 
