@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import scipy.linalg
+from scipy.optimize import linear_sum_assignment
 import torch
 from torchvision.ops import box_iou as tv_box_iou
 
 from dart.detections import Detections
 from dart.errors import InputError
 from dart.tracking import ByteTrack, Tracker, load_tracker
-from dart.tracking.kalman import KalmanFilter, cxcywh_to_xyxy, xyxy_to_cxcywh
+from dart.tracking.kalman import KalmanFilter, cxcywh_to_xyxy, full_covariance, xyxy_to_cxcywh
 from dart.tracking.matching import box_iou, linear_assignment
 
 mm = pytest.importorskip("motmetrics", reason="motmetrics is in the dev extra")
@@ -405,20 +406,22 @@ def test_bad_options_are_one_sentence():
 
 # ------------------------------------------------------------------------------------- building blocks
 def test_vectorised_kalman_equals_per_track_filter():
-    """The batched filter gives the same numbers as the textbook one-track-at-a-time filter (Cholesky solve)."""
+    """The batched, per-coordinate filter gives the same numbers as the textbook 8x8 filter run one track at a
+    time (full matrices, Cholesky solve)."""
     rng = np.random.default_rng(0)
     kf = KalmanFilter()
     corners = rng.uniform(0, 300, (7, 2))
     xyxy = np.concatenate([corners, corners + rng.uniform(10, 80, (7, 2))], axis=1)
-    mean, cov = kf.initiate(xyxy_to_cxcywh(xyxy))
+    mean, compact = kf.initiate(xyxy_to_cxcywh(xyxy))
+    cov = full_covariance(compact)
     w, h = mean[:, 2], mean[:, 3]
     np.testing.assert_allclose(np.sqrt(np.diagonal(cov, axis1=1, axis2=2)),
                                np.stack([w / 10, h / 10, w / 10, h / 10, w / 16, h / 16, w / 16, h / 16], axis=1))
     ref = [(mean[i].copy(), cov[i].copy()) for i in range(7)]
     for step in range(5):
-        mean, cov = kf.predict(mean, cov)
+        mean, compact = kf.predict(mean, compact)
         z = xyxy_to_cxcywh(xyxy + rng.normal(0, 2, xyxy.shape) + [0, 0, step, 2 * step])
-        mean, cov = kf.update(mean, cov, z)
+        mean, compact = kf.update(mean, compact, z)
         for i in range(7):
             m, p = ref[i]
             w, h = m[2], m[3]
@@ -431,7 +434,7 @@ def test_vectorised_kalman_equals_per_track_filter():
             p = p - gain @ s @ gain.T
             ref[i] = (m, p)
     np.testing.assert_allclose(mean, np.stack([r[0] for r in ref]), rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(cov, np.stack([r[1] for r in ref]), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(full_covariance(compact), np.stack([r[1] for r in ref]), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(cxcywh_to_xyxy(xyxy_to_cxcywh(xyxy)), xyxy, atol=1e-9)
     assert abs(mean[0, 3] - (xyxy[0, 3] - xyxy[0, 1] + 8)) < 3  # the height follows a growing box
 
@@ -445,5 +448,15 @@ def test_box_iou_and_assignment():
     matches, free_rows, free_cols = linear_assignment(cost, 0.5)
     assert sorted(map(tuple, matches.tolist())) == [(0, 0), (1, 1)]
     assert free_rows.tolist() == [2] and free_cols.tolist() == [2]
+    for seed in range(20):  # same optimum as scipy on the whole (clipped) matrix
+        cost = np.random.default_rng(seed).uniform(0, 1, (12, 9)) ** 3
+        matches, free_rows, free_cols = linear_assignment(cost, 0.3)
+        r, c = linear_sum_assignment(np.minimum(cost, 0.3 + 1e-4))
+        ok = cost[r, c] <= 0.3
+        assert len(matches) == ok.sum()
+        assert cost[matches[:, 0], matches[:, 1]].sum() == pytest.approx(cost[r[ok], c[ok]].sum())
+        assert (cost[matches[:, 0], matches[:, 1]] <= 0.3).all()
+        assert sorted([*matches[:, 0], *free_rows]) == list(range(12))
+        assert sorted([*matches[:, 1], *free_cols]) == list(range(9))
     m, r, c = linear_assignment(np.zeros((0, 3)), 0.5)
     assert m.shape == (0, 2) and r.tolist() == [] and c.tolist() == [0, 1, 2]

@@ -97,7 +97,7 @@ class ByteTrack:
         self._names = np.zeros(0, dtype=object)  # class id -> class name, learnt from the detections
         self._known = np.zeros(0, dtype=bool)
         self._mean = np.zeros((0, 8))
-        self._cov = np.zeros((0, 8, 8))
+        self._cov = np.zeros((0, 3, 4))  # compact per-coordinate covariances
         self._state = np.zeros(0, dtype=np.int8)
         self._activated = np.zeros(0, dtype=bool)
         self._last = np.zeros(0, dtype=np.int64)  # frame of the last associated detection
@@ -127,11 +127,12 @@ class ByteTrack:
     def _classes(self, index: np.ndarray) -> np.ndarray:
         return np.argmax(self._votes[index], axis=1) if len(index) else np.zeros(0, dtype=np.int64)
 
-    def _cost(self, tracks: np.ndarray, track_boxes: np.ndarray, dets: np.ndarray, boxes: np.ndarray,
-              classes: np.ndarray) -> np.ndarray:
-        cost = 1.0 - box_iou(track_boxes[tracks], boxes[dets])
-        if self.class_aware and cost.size:
-            cost[self._classes(tracks)[:, None] != classes[dets][None, :]] = _IMPOSSIBLE
+    def _cost(self, iou: np.ndarray, mismatch: np.ndarray | None, tracks: np.ndarray, dets: np.ndarray) -> np.ndarray:
+        """``1 - IoU`` between some tracks and some detections, cut from the frame's full IoU matrix."""
+        rows, cols = np.ix_(tracks, dets)
+        cost = 1.0 - iou[rows, cols]
+        if mismatch is not None and cost.size:
+            cost[mismatch[rows, cols]] = _IMPOSSIBLE
         return cost
 
     # -------------------------------------------------------------------------------------------- update
@@ -159,24 +160,25 @@ class ByteTrack:
             mean = self._mean[pool].copy()
             mean[self._state[pool] != TRACKED, 6:] = 0.0  # a lost track stops growing or shrinking
             self._mean[pool], self._cov[pool] = self.kalman.predict(mean, self._cov[pool])
-        track_boxes = cxcywh_to_xyxy(self._mean)
+        iou = box_iou(cxcywh_to_xyxy(self._mean).astype(np.float32), dets.xyxy)  # all tracks x all dets, once
+        mismatch = None
+        if self.class_aware and iou.size:
+            mismatch = self._classes(np.arange(len(self._ids)))[:, None] != classes[None, :]
         matched_det = np.full(len(self._ids), -1, dtype=np.int64)
 
         # 1. confirmed tracks <-> high-score detections
-        m1, free_pool, free_high = linear_assignment(self._cost(pool, track_boxes, high, boxes, classes),
-                                                     1.0 - self.match_thresh)
+        m1, free_pool, free_high = linear_assignment(self._cost(iou, mismatch, pool, high), 1.0 - self.match_thresh)
         matched_det[pool[m1[:, 0]]] = high[m1[:, 1]]
         # 2. still-tracked leftovers <-> low-score detections
         rest = pool[free_pool]
         rest = rest[self._state[rest] == TRACKED]
-        m2, free_rest, _ = linear_assignment(self._cost(rest, track_boxes, low, boxes, classes),
-                                             1.0 - self.low_match_thresh)
+        m2, free_rest, _ = linear_assignment(self._cost(iou, mismatch, rest, low), 1.0 - self.low_match_thresh)
         matched_det[rest[m2[:, 0]]] = low[m2[:, 1]]
         newly_lost = rest[free_rest]
         # 3. unconfirmed tracks <-> high-score leftovers
         high_left = high[free_high]
         m3, free_unconfirmed, free_left = linear_assignment(
-            self._cost(unconfirmed, track_boxes, high_left, boxes, classes), 1.0 - self.unconfirmed_match_thresh)
+            self._cost(iou, mismatch, unconfirmed, high_left), 1.0 - self.unconfirmed_match_thresh)
         matched_det[unconfirmed[m3[:, 0]]] = high_left[m3[:, 1]]
 
         matched = np.flatnonzero(matched_det >= 0)
@@ -205,6 +207,8 @@ class ByteTrack:
         return self._output(dets, out, matched_det[out])
 
     def _learn_names(self, classes: np.ndarray, names: np.ndarray) -> None:
+        if classes.max() < len(self._known) and self._known[classes].all():
+            return  # the usual case: every class already seen
         if classes.min() < 0:
             raise InputError("class ids must be 0 or more to be tracked.")
         width = int(classes.max()) + 1

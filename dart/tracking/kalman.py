@@ -5,8 +5,12 @@ pixels per frame. Width and height are filtered separately (as in BoT-SORT) rath
 height (ByteTrack's original filter, whose near-constant aspect ratio cannot follow a box that changes shape,
 e.g. an object entering through the image border). Process and measurement noise scale with the box size.
 
-Every method takes and returns stacked arrays — ``mean [N, 8]``, ``covariance [N, 8, 8]``, ``measurement
-[N, 4]`` — so one call predicts or updates all tracks of a frame.
+With a constant-velocity motion model and diagonal noise, the 8x8 filter splits exactly into four independent
+two-state filters, one per box coordinate (its position and its velocity): every covariance that would couple two
+coordinates stays zero. The covariance is therefore stored as three numbers per coordinate — position variance,
+position-velocity covariance, velocity variance — in ``covariance [N, 3, 4]``, and prediction and update are a
+handful of element-wise operations over all tracks at once (no batched matrix solves).
+:func:`full_covariance` rebuilds the 8x8 matrices; the tests check the result against the textbook 8x8 filter.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 NDIM = 4
+POS, CROSS, VEL = 0, 1, 2  # rows of the compact covariance
 
 
 def xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
@@ -31,6 +36,18 @@ def cxcywh_to_xyxy(cxcywh: np.ndarray) -> np.ndarray:
     return np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1)
 
 
+def full_covariance(covariance: np.ndarray) -> np.ndarray:
+    """Compact ``[N, 3, 4]`` covariances -> the equivalent ``[N, 8, 8]`` matrices (for inspection and tests)."""
+    n = len(covariance)
+    out = np.zeros((n, 2 * NDIM, 2 * NDIM))
+    i = np.arange(NDIM)
+    out[:, i, i] = covariance[:, POS]
+    out[:, i, i + NDIM] = covariance[:, CROSS]
+    out[:, i + NDIM, i] = covariance[:, CROSS]
+    out[:, i + NDIM, i + NDIM] = covariance[:, VEL]
+    return out
+
+
 class KalmanFilter:
     """Kalman filter for image-space boxes, batched over tracks.
 
@@ -41,64 +58,54 @@ class KalmanFilter:
     def __init__(self, std_weight_position: float = 1.0 / 20, std_weight_velocity: float = 1.0 / 160):
         self.std_weight_position = std_weight_position
         self.std_weight_velocity = std_weight_velocity
-        self.motion = np.eye(2 * NDIM)
+        self.motion = np.eye(2 * NDIM)  # F, for reference: x' = F x
         self.motion[:NDIM, NDIM:] = np.eye(NDIM)
-        self._diag_index = np.arange(2 * NDIM)
 
-    def _diag(self, std: np.ndarray) -> np.ndarray:
-        """``[N, k]`` standard deviations -> ``[N, k, k]`` diagonal covariances."""
-        n, k = std.shape
-        out = np.zeros((n, k, k))
-        out[:, self._diag_index[:k], self._diag_index[:k]] = std * std
-        return out
-
-    def _noise(self, wh: np.ndarray, pos_scale: float, vel_scale: float) -> np.ndarray:
-        """Standard deviations ``[N, 8]`` for (cx, cy, w, h, vcx, vcy, vw, vh) from widths and heights ``[N, 2]``."""
-        pos = wh * (pos_scale * self.std_weight_position)
-        vel = wh * (vel_scale * self.std_weight_velocity)
-        return np.concatenate([pos, pos, vel, vel], axis=1)
+    @staticmethod
+    def _sizes(mean: np.ndarray) -> np.ndarray:
+        """``(w, h, w, h)`` per track: the scale of the noise of each coordinate."""
+        wh = mean[:, 2:4]
+        return np.concatenate([wh, wh], axis=1)
 
     def initiate(self, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """New tracks from unassociated measurements ``[N, 4]`` (cx, cy, w, h): zero velocity, wide uncertainty."""
         measurement = np.asarray(measurement, dtype=np.float64).reshape(-1, NDIM)
         mean = np.concatenate([measurement, np.zeros_like(measurement)], axis=1)
-        return mean, self._diag(self._noise(measurement[:, 2:], 2.0, 10.0))
+        size = self._sizes(mean)
+        covariance = np.zeros((len(mean), 3, NDIM))
+        covariance[:, POS] = np.square(2 * self.std_weight_position * size)
+        covariance[:, VEL] = np.square(10 * self.std_weight_velocity * size)
+        return mean, covariance
 
     def predict(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One frame ahead: ``x' = F x``, ``P' = F P F^T + Q`` for every track at once.
-
-        With ``F = [[I, I], [0, I]]`` the product is a few block additions, much cheaper than batched matmuls."""
-        std = self._noise(mean[:, 2:4], 1.0, 1.0)
+        """One frame ahead for every track: ``x' = F x``, ``P' = F P F^T + Q`` (Q from the current box size)."""
+        size = self._sizes(mean)
         mean = mean.copy()
         mean[:, :NDIM] += mean[:, NDIM:]
-        p = covariance
-        out = np.empty_like(p)
-        p12_22 = p[:, :NDIM, NDIM:] + p[:, NDIM:, NDIM:]
-        out[:, :NDIM, :NDIM] = p[:, :NDIM, :NDIM] + p[:, NDIM:, :NDIM] + p12_22
-        out[:, :NDIM, NDIM:] = p12_22
-        out[:, NDIM:, :NDIM] = p[:, NDIM:, :NDIM] + p[:, NDIM:, NDIM:]
-        out[:, NDIM:, NDIM:] = p[:, NDIM:, NDIM:]
-        idx = self._diag_index
-        out[:, idx, idx] += std * std
+        p, v, c = covariance[:, POS], covariance[:, VEL], covariance[:, CROSS]
+        out = np.empty_like(covariance)
+        out[:, POS] = p + 2 * c + v + np.square(self.std_weight_position * size)
+        out[:, CROSS] = c + v
+        out[:, VEL] = v + np.square(self.std_weight_velocity * size)
         return mean, out
 
     def project(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """State distribution -> measurement space: ``(H x [N, 4], H P H^T + R [N, 4, 4])``."""
-        pos = mean[:, 2:4] * self.std_weight_position
-        std = np.concatenate([pos, pos], axis=1)
-        projected = covariance[:, :NDIM, :NDIM].copy()
-        idx = self._diag_index[:NDIM]
-        projected[:, idx, idx] += std * std
-        return mean[:, :NDIM], projected
+        """Predicted measurement and its variance per coordinate: ``(H x [N, 4], diag(H P H^T + R) [N, 4])``."""
+        return mean[:, :NDIM], covariance[:, POS] + np.square(self.std_weight_position * self._sizes(mean))
 
     def update(self, mean: np.ndarray, covariance: np.ndarray, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Correct each track with its associated measurement ``[N, 4]`` (cx, cy, w, h)."""
         if len(mean) == 0:
             return mean, covariance
-        projected_mean, projected_cov = self.project(mean, covariance)
-        cross = covariance[:, :, :NDIM]  # P H^T  [N, 8, 4]
-        gain = np.linalg.solve(projected_cov, cross.transpose(0, 2, 1)).transpose(0, 2, 1)  # [N, 8, 4]
-        innovation = np.asarray(measurement, dtype=np.float64).reshape(-1, NDIM) - projected_mean
-        mean = mean + (gain @ innovation[:, :, None])[:, :, 0]
-        covariance = covariance - gain @ projected_cov @ gain.transpose(0, 2, 1)
-        return mean, covariance
+        predicted, s = self.project(mean, covariance)
+        p, c, v = covariance[:, POS], covariance[:, CROSS], covariance[:, VEL]
+        gain_pos, gain_vel = p / s, c / s
+        innovation = np.asarray(measurement, dtype=np.float64).reshape(-1, NDIM) - predicted
+        mean = mean.copy()
+        mean[:, :NDIM] += gain_pos * innovation
+        mean[:, NDIM:] += gain_vel * innovation
+        out = np.empty_like(covariance)
+        out[:, POS] = p - gain_pos * p
+        out[:, CROSS] = c - gain_pos * c
+        out[:, VEL] = v - gain_vel * c
+        return mean, out

@@ -8,36 +8,57 @@ from scipy.optimize import linear_sum_assignment
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a [N, 4]`` with every box in ``b [M, 4]`` (xyxy) -> ``[N, M]``."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    """IoU of every box in ``a [N, 4]`` with every box in ``b [M, 4]`` (xyxy) -> ``[N, M]``.
+
+    Computed in float32 when both inputs are float32 (what trackers use: half the memory traffic), else float64.
+    """
+    dtype = np.float32 if (np.asarray(a).dtype == np.float32 and np.asarray(b).dtype == np.float32) else np.float64
+    a = np.asarray(a, dtype=dtype).reshape(-1, 4)
+    b = np.asarray(b, dtype=dtype).reshape(-1, 4)
     if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    iw = np.minimum(a[:, 2:3], b[:, 2]) - np.maximum(a[:, 0:1], b[:, 0])
-    ih = np.minimum(a[:, 3:4], b[:, 3]) - np.maximum(a[:, 1:2], b[:, 1])
-    np.maximum(iw, 0.0, out=iw)
-    np.maximum(ih, 0.0, out=ih)
-    inter = iw * ih
-    union = area_a[:, None] + area_b - inter
+        return np.zeros((len(a), len(b)), dtype=dtype)
+    ax1, ay1, ax2, ay2 = a[:, 0:1], a[:, 1:2], a[:, 2:3], a[:, 3:4]
+    bx1, by1, bx2, by2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    inter = np.minimum(ax2, bx2)
+    inter -= np.maximum(ax1, bx1)
+    np.maximum(inter, 0, out=inter)
+    height = np.minimum(ay2, by2)
+    height -= np.maximum(ay1, by1)
+    np.maximum(height, 0, out=height)
+    inter *= height
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1)
+    union -= inter
     np.maximum(union, 1e-12, out=union)
-    return inter / union
+    inter /= union
+    return inter
 
 
 def linear_assignment(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimum-cost one-to-one matching that only accepts pairs with ``cost <= max_cost``.
 
-    Returns ``(matches [K, 2] (row, col), unmatched_rows, unmatched_cols)``.
+    Returns ``(matches [K, 2] (row, col), unmatched_rows, unmatched_cols)``. Pairs that have no admissible rival
+    (the row's only admissible column, whose only admissible row it is — most pairs in a tracking frame) belong to
+    every optimal matching and are taken directly; the solver only sees the rows and columns in contention.
     """
     rows, cols = cost.shape
     if rows == 0 or cols == 0:
         return np.empty((0, 2), dtype=np.int64), np.arange(rows), np.arange(cols)
-    # inadmissible pairs cost just above the limit: never preferred to leaving both sides unmatched
-    bounded = np.minimum(cost, max_cost + 1e-4)
-    r, c = linear_sum_assignment(bounded)
-    keep = bounded[r, c] <= max_cost
-    r, c = r[keep], c[keep]
+    admissible = cost <= max_cost
+    per_row = admissible.sum(axis=1)
+    per_col = admissible.sum(axis=0)
+    r, c = np.nonzero(admissible & (per_row == 1)[:, None] & (per_col == 1)[None, :])
+    if per_row.max() > 1 or per_col.max() > 1:
+        free_row = per_row >= 1
+        free_row[r] = False
+        free_col = per_col >= 1
+        free_col[c] = False
+        live_rows, live_cols = np.flatnonzero(free_row), np.flatnonzero(free_col)
+        # inadmissible pairs cost just above the limit: never preferred to leaving both sides unmatched
+        sub = np.minimum(cost[np.ix_(live_rows, live_cols)], max_cost + 1e-4)
+        sr, sc = linear_sum_assignment(sub)
+        keep = sub[sr, sc] <= max_cost
+        r = np.concatenate([r, live_rows[sr[keep]]])
+        c = np.concatenate([c, live_cols[sc[keep]]])
     row_free = np.ones(rows, dtype=bool)
     col_free = np.ones(cols, dtype=bool)
     row_free[r] = False
