@@ -19,13 +19,17 @@ from dart.backends.base import Backend
 from dart.classes import normalize_classes
 from dart.detections import Detections
 from dart.errors import InputError
-from dart.models.loading import DEFAULT_CHECKPOINT
+from dart.models.loading import DEFAULT_CHECKPOINT, LoadedSam3
 from dart.models.sam3 import DEFAULT_IMGSZ, validate_imgsz
 from dart.postprocess import PostprocessConfig, present_classes, scores_from_logits, select, to_pixels, upsample_masks
 from dart.preprocess import ImageInput, preprocess, to_rgb
 from dart.pruning import PruneSpec
 from dart.text_cache import TextCache
 from dart.timing import StageTimer
+
+
+def _is_student(backbone: str | None, student_weights: str | Path | None) -> bool:
+    return student_weights is not None or backbone not in (None, "", "sam3")
 
 
 class Detector:
@@ -97,12 +101,9 @@ class Detector:
         optionally with a pruned backbone, or with a student backbone (``backbone="repvit_m2_3"`` and
         ``student_weights`` from ``dart distill``; the name defaults to the one recorded in the weights)."""
         from dart.models.loading import load_sam3
-        from dart.plugins.registry import load
-        from dart.pruning import apply_pruning
 
         validate_imgsz(imgsz)
-        student = student_weights is not None or (backbone is not None and backbone != "sam3")
-        if student:
+        if _is_student(backbone, student_weights):
             if student_weights is None:
                 raise InputError(f"--backbone {backbone} needs --student-weights FILE (a student trained with "
                                  "`dart distill --phase adapter`).")
@@ -110,16 +111,37 @@ class Detector:
                 raise InputError("--skip-blocks/--mask-blocks prune SAM3's ViT, which a student backbone replaces; "
                                  "give one or the other.")
         loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
+        return cls.from_loaded(loaded, classes, device=device, precision=precision, compile=compile, prune=prune,
+                               backbone=backbone, student_weights=student_weights, **kwargs)
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedSam3,
+        classes: Sequence[str] | None = None,
+        *,
+        device: str = "auto",
+        precision: str = "fp32",
+        compile: str | None = None,
+        prune: PruneSpec | None = None,
+        backbone: str | None = None,
+        student_weights: str | Path | None = None,
+        **kwargs: Any,
+    ) -> Detector:
+        """The PyTorch backend on an already loaded SAM3 (pruned in place when ``prune`` is given). A student
+        ``backbone`` without ``student_weights`` gets a random adapter: for speed measurements only."""
+        from dart.plugins.registry import load
+        from dart.pruning import apply_pruning
+
         if prune:
             apply_pruning(loaded.model, prune)
-        backend_cls = load("dart.backends", "torch")
         extra: dict[str, Any] = {}
-        if student:
+        if _is_student(backbone, student_weights):
             from dart.students import build_backbone, student_name_of
 
-            name = backbone or student_name_of(student_weights)
+            name = backbone if backbone not in (None, "sam3") else student_name_of(student_weights)
             extra["backbone"] = build_backbone(name, loaded.model, weights=student_weights)
-        backend = backend_cls(loaded, device=device, precision=precision, compile=compile, **extra)
+        backend = load("dart.backends", "torch")(loaded, device=device, precision=precision, compile=compile, **extra)
         return cls(backend, classes, **kwargs)
 
     @classmethod

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dart.errors import DependencyError, InputError
+from dart.errors import InputError
 from dart.models.loading import DEFAULT_CHECKPOINT
 from dart.models.sam3 import DEFAULT_IMGSZ, validate_imgsz
 from dart.pruning.spec import PruneSpec, resolve_prune_spec
@@ -135,58 +135,35 @@ class Setup:
             if self.synthetic:
                 raise InputError(f"setup '{self.name}': synthetic weights run on the torch backend only; export "
                                  "them with `dart export` to time an engine.")
-            try:
-                return Detector.from_engines(
-                    classes=classes, engines=self.engines, backend=self.backend, device=self.device,
-                    checkpoint=self.checkpoint, tokenizer=self.tokenizer, imgsz=self.imgsz,
-                    prune=self.prune() or None, **detector_kwargs)
-            except AttributeError as exc:  # pragma: no cover - an installation without the engine backends
-                raise DependencyError(f"setup '{self.name}': the {self.backend} backend is not available in this "
-                                      "dart installation.") from exc
-        from dart.backends.torch_backend import TorchBackend
-
-        loaded = self._load_torch_model()
-        extra: dict[str, Any] = {}
+            return Detector.from_engines(
+                classes=classes, engines=self.engines, backend=self.backend, device=self.device,
+                checkpoint=self.checkpoint, tokenizer=self.tokenizer, imgsz=self.imgsz, prune=self.prune() or None,
+                **detector_kwargs)
         if not self.uses_sam3_backbone or self.student_weights:
-            extra["backbone"] = self._student(loaded.model)
-        backend = TorchBackend(loaded, device=self.device, precision=self.precision, compile=self.compile, **extra)
-        detector = Detector(backend, None, **detector_kwargs)
-        if self.synthetic:
-            seed_random_text(detector, list(classes or []))
+            self._check_student()
+        if not self.synthetic:
+            return Detector.from_pretrained(
+                self.checkpoint, classes, device=self.device, precision=self.precision, imgsz=self.imgsz,
+                compile=self.compile, tokenizer=self.tokenizer, prune=self.prune() or None, backbone=self.backbone,
+                student_weights=self.student_weights, **detector_kwargs)
+        from dart.bench.synthetic import synthetic_sam3
+
+        detector = Detector.from_loaded(
+            synthetic_sam3(self.synthetic_config, imgsz=self.imgsz), None, device=self.device,
+            precision=self.precision, compile=self.compile, prune=self.prune() or None, backbone=self.backbone,
+            student_weights=self.student_weights, **detector_kwargs)
+        seed_random_text(detector, list(classes or []))
         if classes is not None:
             detector.set_classes(classes)
         return detector
 
-    def _student(self, sam3: Any) -> Any:
-        try:
-            from dart.students import build_backbone, student_name_of
-        except ImportError as exc:  # pragma: no cover - an installation without the students
-            raise DependencyError(f"setup '{self.name}': student backbones are not available in this dart "
-                                  "installation.") from exc
+    def _check_student(self) -> None:
         if self.prune():
             raise InputError(f"setup '{self.name}': skip_blocks/mask_blocks prune SAM3's ViT, which a student "
                              "backbone replaces; give one or the other.")
         if self.student_weights is None and not self.synthetic:
             raise InputError(f"setup '{self.name}': backbone {self.backbone} needs student_weights (a student "
                              "trained with `dart distill --phase adapter`).")
-        name = self.backbone if not self.uses_sam3_backbone else student_name_of(self.student_weights)
-        return build_backbone(name, sam3, weights=self.student_weights)
-
-    def _load_torch_model(self):
-        from dart.pruning import apply_pruning
-
-        if self.synthetic:
-            from dart.bench.synthetic import synthetic_sam3
-
-            loaded = synthetic_sam3(self.synthetic_config, imgsz=self.imgsz)
-        else:
-            from dart.models.loading import load_sam3
-
-            loaded = load_sam3(self.checkpoint, imgsz=self.imgsz, tokenizer=self.tokenizer)
-        spec = self.prune()
-        if spec:
-            apply_pruning(loaded.model, spec)
-        return loaded
 
 
 def seed_random_text(detector: Detector, names: list[str], seed: int = 0) -> None:
