@@ -239,11 +239,27 @@ def test_pipelined_equals_sequential_equals_detect(detector, video_file, tmp_pat
     assert sum(len(d) for d in reference) > 0
 
 
-def test_stream_dying_mid_way_keeps_valid_partial_outputs(detector, tmp_path):
+def test_detection_worker_path_used_with_a_preview_window(detector, video_file):
+    """With --display on the CPU, detection runs in a worker and the caller handles frames: same detections."""
+    from dart.video.pipeline import _drain, _pipelined_stages
+
+    stop = threading.Event()
+    with open_source(video_file) as src:
+        workers, results = _pipelined_stages(detector, iter(src), stop, depth=2, overlap_stages=False)
+        for worker in workers:
+            worker.start()
+        got = list(_drain(results, stop))
+        reference = [detector.detect(f.image) for f in open_source(video_file)]
+    assert [f.index for f, _ in got] == list(range(FRAMES))
+    assert same_detections([d for _, d in got], reference)
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_stream_dying_mid_way_keeps_valid_partial_outputs(detector, tmp_path, sequential):
     (tmp_path / "cut.mp4").write_bytes(b"an older result that must be replaced by the partial run")
     source = ListSource([frame_image(i) for i in range(10)], fail_after=5)
     with pytest.raises(StreamError, match="stopped after 5") as info:
-        run_all(detector, source, tmp_path, "cut")
+        run_all(detector, source, tmp_path, "cut", sequential=sequential)
     result = info.value.result
     assert result.frames == 5 and result.stopped == "error" and source.closed
     frames, _ = read_video(tmp_path / "cut.mp4")

@@ -129,10 +129,12 @@ class ByteTrack:
 
     def _cost(self, iou: np.ndarray, mismatch: np.ndarray | None, tracks: np.ndarray, dets: np.ndarray) -> np.ndarray:
         """``1 - IoU`` between some tracks and some detections, cut from the frame's full IoU matrix."""
-        rows, cols = np.ix_(tracks, dets)
-        cost = 1.0 - iou[rows, cols]
-        if mismatch is not None and cost.size:
-            cost[mismatch[rows, cols]] = _IMPOSSIBLE
+        if not len(tracks) or not len(dets):
+            return np.empty((len(tracks), len(dets)), dtype=iou.dtype)
+        rows = tracks[:, None]
+        cost = 1.0 - iou[rows, dets]
+        if mismatch is not None:
+            cost[mismatch[rows, dets]] = _IMPOSSIBLE
         return cost
 
     # -------------------------------------------------------------------------------------------- update
@@ -144,23 +146,22 @@ class ByteTrack:
         dets = detections
         if self.nms_iou is not None and len(dets) > 1:
             dets = dets[_nms(dets.xyxy, dets.scores, self.nms_iou)]
-        boxes = dets.xyxy.astype(np.float64)
-        scores = dets.scores.astype(np.float64)
-        classes = dets.class_ids
+        boxes, scores, classes = dets.xyxy, dets.scores, dets.class_ids  # float32 boxes: IoU in float32
         if len(dets):
             self._learn_names(classes, dets.class_names)
 
-        high = np.flatnonzero(scores >= self.track_thresh)
-        low = np.flatnonzero((scores > self.low_thresh) & (scores < self.track_thresh))
+        is_high = scores >= self.track_thresh
+        high = np.nonzero(is_high)[0]
+        low = np.nonzero((scores > self.low_thresh) & ~is_high)[0]
 
-        tracked = self._state == TRACKED
-        unconfirmed = np.flatnonzero(tracked & ~self._activated)
-        pool = np.flatnonzero(~(tracked & ~self._activated))  # confirmed tracks, tracked or lost
+        is_unconfirmed = (self._state == TRACKED) & ~self._activated
+        unconfirmed = np.nonzero(is_unconfirmed)[0]
+        pool = np.nonzero(~is_unconfirmed)[0]  # confirmed tracks, tracked or lost
         if len(pool):
             mean = self._mean[pool].copy()
             mean[self._state[pool] != TRACKED, 6:] = 0.0  # a lost track stops growing or shrinking
             self._mean[pool], self._cov[pool] = self.kalman.predict(mean, self._cov[pool])
-        iou = box_iou(cxcywh_to_xyxy(self._mean).astype(np.float32), dets.xyxy)  # all tracks x all dets, once
+        iou = box_iou(cxcywh_to_xyxy(self._mean, np.float32), boxes)  # all tracks x all dets, once per frame
         mismatch = None
         if self.class_aware and iou.size:
             mismatch = self._classes(np.arange(len(self._ids)))[:, None] != classes[None, :]

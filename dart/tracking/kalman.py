@@ -28,12 +28,13 @@ def xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
     return np.concatenate([xyxy[:, :2] + wh / 2, wh], axis=1)
 
 
-def cxcywh_to_xyxy(cxcywh: np.ndarray) -> np.ndarray:
+def cxcywh_to_xyxy(cxcywh: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """Inverse of :func:`xyxy_to_cxcywh`; also accepts full states ``[N, 8]`` (the first four columns are used)."""
-    cxcywh = np.asarray(cxcywh, dtype=np.float64)
-    cxcywh = cxcywh.reshape(-1, cxcywh.shape[-1] if cxcywh.ndim > 1 else 4)[:, :4]
-    half = cxcywh[:, 2:] / 2
-    return np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1)
+    cxcywh = np.asarray(cxcywh)
+    if cxcywh.ndim == 1:
+        cxcywh = cxcywh.reshape(-1, 4)
+    centre, half = cxcywh[:, :2], cxcywh[:, 2:4] * 0.5
+    return np.concatenate([centre - half, centre + half], axis=1).astype(dtype, copy=False)
 
 
 def full_covariance(covariance: np.ndarray) -> np.ndarray:

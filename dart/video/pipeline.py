@@ -3,11 +3,13 @@
 Two runners produce the same detections, frame for frame:
 
 - **sequential** — decode, detect, track, draw and write one frame after the other on the calling thread.
-- **pipelined** (default) — decoding runs ahead in its own thread; detection runs in a worker thread while the
-  calling thread tracks, draws, writes and displays the previous frame. On CUDA the detector is split in two
-  workers on separate CUDA streams: the backbone of frame t+1 runs while the encoder-decoder (and
-  post-processing) of frame t runs. Queues between the stages are bounded (memory stays flat on long streams)
-  and frames leave the pipeline in order.
+- **pipelined** (default) — decoding runs ahead in its own thread, and tracking, drawing and writing of frame t
+  overlap the detection of frame t+1. On CUDA the detector is split in two workers on separate CUDA streams: the
+  backbone of frame t+1 runs while the encoder-decoder (and post-processing) of frame t runs, and the calling
+  thread handles the results. On the CPU detection stays on the calling thread (PyTorch's CPU kernels run
+  fastest there) and a worker thread handles the results — unless a preview window is open, which must live on
+  the calling thread; detection then moves to a worker. Queues between the stages are bounded (memory stays
+  flat on long streams) and frames leave the pipeline in order.
 
 However a run ends — the end of the source, ``max_frames``, ``q``/``Esc`` in the preview window, Ctrl-C or a
 stream that dies — every output is flushed and closed, so what was processed is kept and valid.
@@ -314,21 +316,25 @@ def run_video(
     try:
         with bar:
             task = bar.add_task(f"{mode} {Path(source.name).name or source.name}", total=source.total, fps=0.0)
+            def advance() -> None:
+                bar.update(task, advance=1, fps=sink.fps)
+
             if sequential:
-                pairs = _sequential(detector, source, timer)
+                result.stopped = _consume(_sequential(detector, source, timer), sink, advance)
             else:
                 reader = DecodeAhead(source, depth=depth)
                 overlap = _is_cuda(detector) if overlap_stages is None else overlap_stages
-                workers, results = _pipelined_stages(detector, reader, stop, depth, overlap)
-                for worker in workers:
-                    worker.start()
-                pairs = _drain(results, stop)
-            for frame, dets in pairs:
-                keep_going = sink.handle(frame, dets)
-                bar.update(task, advance=1, fps=sink.fps)
-                if not keep_going:
-                    result.stopped = "user"
-                    break
+                if overlap or display:
+                    # detection in worker threads (on CUDA: backbone and encoder-decoder on their own streams);
+                    # the caller's thread handles the frames (a preview window must live on it)
+                    workers, results = _pipelined_stages(detector, reader, stop, depth, overlap)
+                    for worker in workers:
+                        worker.start()
+                    result.stopped = _consume(_drain(results, stop), sink, advance)
+                else:
+                    # CPU: detection stays on the caller's thread (PyTorch's CPU kernels are fastest there) and a
+                    # worker thread tracks, draws and writes the previous frames
+                    result.stopped = _detect_here_handle_there(detector, reader, sink, advance, depth)
     except KeyboardInterrupt:
         result.stopped = "interrupted"
     except DartError as exc:
@@ -355,6 +361,60 @@ def run_video(
         result.error.result = result  # type: ignore[attr-defined]
         raise result.error
     return result
+
+
+def _consume(pairs: Iterable[tuple[Frame, Detections]], sink: FrameSink, advance: Callable[[], None]) -> str:
+    for frame, dets in pairs:
+        keep_going = sink.handle(frame, dets)
+        advance()
+        if not keep_going:
+            return "user"
+    return "end"
+
+
+class _SinkWorker(threading.Thread):
+    """Hands ``(frame, detections)`` pairs to the sink in order, on its own thread."""
+
+    def __init__(self, sink: FrameSink, inbox: queue.Queue, advance: Callable[[], None]):
+        super().__init__(name="dart-output", daemon=True)
+        self.sink, self.inbox, self.advance = sink, inbox, advance
+        self.abort = threading.Event()  # set by the caller: stop now (Ctrl-C)
+        self.done = threading.Event()  # set here when the thread ends, for whatever reason
+        self.failure: BaseException | None = None
+        self.stopped = "end"
+
+    def run(self) -> None:
+        try:
+            self.stopped = _consume(_drain(self.inbox, self.abort), self.sink, self.advance)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            self.failure = exc
+        finally:
+            self.done.set()
+
+
+def _detect_here_handle_there(detector, frames: Iterable[Frame], sink: FrameSink, advance: Callable[[], None],
+                              depth: int) -> str:
+    """Detect on the calling thread while a worker handles the previous frames; every frame detected before an
+    error of the source is handled before the error propagates."""
+    inbox: queue.Queue = queue.Queue(maxsize=depth)
+    worker = _SinkWorker(sink, inbox, advance)
+    worker.start()
+    try:
+        for frame in frames:
+            if worker.done.is_set():
+                break
+            dets = detector.detect(frame.image)
+            if not _put(inbox, (frame, dets), worker.done):
+                break
+    except KeyboardInterrupt:
+        worker.abort.set()
+        raise
+    finally:
+        _put(inbox, _END, worker.done)
+        worker.join()
+    if worker.failure is not None:
+        raise worker.failure
+    return worker.stopped
 
 
 def _summary(timer: StageTimer, stages: tuple[str, ...]) -> dict[str, dict[str, float]]:
