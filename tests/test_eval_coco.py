@@ -230,7 +230,7 @@ def test_configs_compare_setups_across_backends(tmp_path, tmp_path_factory, tiny
 
 
 def test_setups_build_pruned_student_and_synthetic_detectors(tmp_path, tiny_ckpt):
-    from dart.eval.setups import Setup, load_setups
+    from dart.setup import Setup, load_setups
     from tests.tiny import tiny_config
 
     base = Setup.from_dict({"checkpoint": str(tiny_ckpt), "imgsz": TINY_IMGSZ, "device": "cpu"})

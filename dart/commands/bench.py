@@ -40,7 +40,7 @@ Configs = Annotated[Optional[Path], typer.Option(
 
 
 def _base_setup(**values: Any):
-    from dart.eval.setups import Setup
+    from dart.setup import Setup
 
     clean = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
     return Setup.from_dict(clean, where="command line")
@@ -72,7 +72,7 @@ def class_scaling(
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
     compile: opt.Compile = None,
-    imgsz: opt.Imgsz = D["imgsz"],
+    imgsz: opt.RunImgsz = None,
     max_classes: opt.MaxClasses = D["max_classes"],
     conf: opt.Conf = D["conf"],
 ) -> None:
@@ -82,7 +82,7 @@ def class_scaling(
     """
     from dart.bench.class_scaling import bench_image, class_scaling as measure, make_report, parse_counts, write_report
     from dart.bench.report import class_scaling_table
-    from dart.eval.setups import load_setups, seed_random_text
+    from dart.setup import load_setups, seed_random_text
     from dart.errors import InputError
 
     console = Console()
@@ -106,7 +106,7 @@ def class_scaling(
         setups = [base]
     results, device_used = [], None
     for setup in setups:
-        console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {setup.imgsz}px, {setup.precision}) ...",
+        console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {f'{setup.imgsz}px' if setup.imgsz else 'default size'}, {setup.precision}) ...",
                       highlight=False)
         detector = setup.build_detector(None, conf=conf)
         device_used = detector.backend.device
@@ -115,11 +115,12 @@ def class_scaling(
                        on_point=lambda r: console.print(f"  {r['classes']:>3} classes: {r['fps']:.1f} FPS",
                                                         highlight=False))
         results.append({"name": setup.name, "label": setup.label(), "synthetic": setup.synthetic,
-                        "backend": detector.backend.name, "setup": setup.describe(), "rows": rows})
+                        "backend": detector.backend.name, "imgsz": detector.backend.imgsz, "setup": setup.describe(),
+                        "rows": rows})
         del detector
     settings = {"counts": counts, "warmup": warmup, "runs": runs, "conf": conf,
                 "image": str(image) if image else "synthetic 1280x720 frame",
-                "imgsz_note": f"imgsz {', '.join(sorted({str(s.imgsz) for s in setups}))}",
+                "imgsz_note": f"imgsz {', '.join(sorted({str(r['imgsz']) for r in results}))}",
                 "timing": "CUDA events per stage" if device_used is not None and device_used.type == "cuda"
                 else "wall clock per stage"}
     report = make_report(results, device_used, settings)
@@ -155,7 +156,7 @@ def video(
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
     compile: opt.Compile = None,
-    imgsz: opt.Imgsz = D["imgsz"],
+    imgsz: opt.RunImgsz = None,
     max_classes: opt.MaxClasses = D["max_classes"],
     conf: opt.Conf = D["conf"],
 ) -> None:
@@ -168,7 +169,7 @@ def video(
     from dart.bench.report import video_table
     from dart.classes import resolve_classes
     from dart.errors import DependencyError
-    from dart.eval.setups import seed_random_text
+    from dart.setup import seed_random_text
     from dart.io import write_json
 
     try:
@@ -183,7 +184,7 @@ def video(
         skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, text_cache=text_cache,
         backend=backend, engines=engines, device=device, precision=precision, compile=compile, imgsz=imgsz,
         max_classes=max_classes, synthetic=synthetic, synthetic_config=synthetic_config)
-    console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {setup.imgsz}px) ...", highlight=False)
+    console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {f'{setup.imgsz}px' if setup.imgsz else 'default size'}) ...", highlight=False)
     detector = setup.build_detector(None, conf=conf)
     if setup.synthetic:
         seed_random_text(detector, names)

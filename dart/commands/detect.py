@@ -14,7 +14,6 @@ D = opt.DEFAULTS
 
 
 def detect(
-    ctx: typer.Context,
     sources: Annotated[list[str], typer.Argument(help="Image files, folders or globs (quote globs: 'imgs/*.jpg').")],
     classes: opt.Classes = None,
     classes_file: opt.ClassesFile = None,
@@ -40,7 +39,7 @@ def detect(
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
     compile: opt.Compile = None,
-    imgsz: opt.Imgsz = D["imgsz"],
+    imgsz: opt.RunImgsz = None,
     max_classes: opt.MaxClasses = D["max_classes"],
     backend: opt.BackendName = "torch",
     engines: opt.Engines = None,
@@ -57,43 +56,28 @@ def detect(
     Example: [bold]dart detect street.jpg --classes person car bicycle -o out/[/]
     """
     from dart.classes import resolve_classes
-    from dart.detector import Detector
     from dart.errors import InputError
-    from dart.models.sam3 import validate_imgsz
-    from dart.pruning.spec import resolve_prune_spec
     from dart.pipeline import detect_images
     from dart.render import detections_table, summary_table, timing_table
+    from dart.setup import Setup
     from dart.sources import expand_images
     from dart.timing import profile_stages
 
     console = Console()
     names = resolve_classes(classes, classes_file, coco)
-    validate_imgsz(imgsz)
-    prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
     images = expand_images(sources)
     if output.exists() and not output.is_dir():
         raise InputError(f"output '{output}' exists and is not a folder.")
-    if backend != "torch" or engines or backbone_engine or encdec_engine:
-        from dart.backends.engine_backend import engine_options
-
-        given = {name for name in ("imgsz", "skip_blocks", "mask_blocks", "prune_spec", "precision", "compile",
-                                   "backbone", "student_weights", "checkpoint")
-                 if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
-        detector = Detector.from_engines(
-            backbone_engine, encdec_engine, names, engines=engines, max_classes_per_batch=max_classes, conf=conf,
-            nms=nms, class_agnostic_nms=class_agnostic_nms, max_det=max_det, masks=masks, text_cache=text_cache,
-            **engine_options(backend, given, engines=engines, backbone_engine=backbone_engine, device=device,
-                             checkpoint=checkpoint, tokenizer=tokenizer, imgsz=imgsz, prune=prune),
-        )
-        imgsz = detector.backend.imgsz
-    else:
+    setup = Setup(checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
+                  skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, backend=backend,
+                  engines=engines, backbone_engine=backbone_engine, encdec_engine=encdec_engine, imgsz=imgsz,
+                  precision=precision, device=device, compile=compile, max_classes=max_classes, text_cache=text_cache)
+    setup.validate(None)
+    if not setup.uses_engines:
         console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
-        detector = Detector.from_pretrained(
-            checkpoint, names, device=device, precision=precision, imgsz=imgsz, compile=compile, tokenizer=tokenizer,
-            prune=prune, conf=conf, nms=nms, class_agnostic_nms=class_agnostic_nms, max_det=max_det, masks=masks,
-            backbone=backbone, student_weights=student_weights,
-            max_classes_per_batch=max_classes, text_cache=text_cache,
-        )
+    detector = setup.build_detector(names, conf=conf, nms=nms, class_agnostic_nms=class_agnostic_nms, max_det=max_det,
+                                    masks=masks)
+    imgsz = detector.backend.imgsz
     if benchmark:
         summary = profile_stages(detector, images[0], warmup=warmup, runs=bench_runs)
         console.print(timing_table(summary, f"per-stage timing, {len(names)} classes, {imgsz}px, "

@@ -63,7 +63,7 @@ def coco(
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
     compile: opt.Compile = None,
-    imgsz: opt.Imgsz = D["imgsz"],
+    imgsz: opt.RunImgsz = None,
     max_classes: opt.MaxClasses = D["max_classes"],
     batch: Annotated[int, typer.Option("--batch", min=1, rich_help_panel=opt.SPEED,
                                        help="Images per backbone batch.")] = 1,
@@ -79,7 +79,7 @@ def coco(
     from dart.errors import InputError
     from dart.eval.coco import dataset_classes, evaluate_coco, load_annotations
     from dart.eval.report import metrics_table
-    from dart.eval.setups import Setup, load_setups
+    from dart.setup import Setup, load_setups
     from dart.eval.store import dist_env
     from dart.io import write_json
 
@@ -109,7 +109,7 @@ def coco(
     for setup in setups:
         out = output / setup.name if configs else output
         if rank == 0:
-            console.print(f"[bold]{setup.name}[/]: loading {setup.checkpoint} ({setup.backend}, {setup.imgsz}px, "
+            console.print(f"[bold]{setup.name}[/]: loading {setup.checkpoint} ({setup.backend}, {f'{setup.imgsz}px' if setup.imgsz else 'default size'}, "
                           f"prune {setup.prune()}) ...", highlight=False)
         detector = setup.build_detector(names, conf=conf, nms=nms, max_det=max_det, masks=masks)
         settings = {"setup": setup.describe(), "fingerprint": detector.backend.fingerprint, "conf": conf, "nms": nms,

@@ -73,6 +73,9 @@ Compile = Annotated[Optional[str], typer.Option(
     help="torch.compile the stages with this mode: default, reduce-overhead or max-autotune. Off by default.")]
 Imgsz = Annotated[int, typer.Option("--imgsz", rich_help_panel=SPEED,
                                     help="Square input size; a multiple of 14 (1008 is SAM3's native size).")]
+RunImgsz = Annotated[Optional[int], typer.Option(
+    "--imgsz", rich_help_panel=SPEED, show_default=False,
+    help="Square input size, a multiple of 14 [default: 1008; with engines: the size they were exported for].")]
 MaxClasses = Annotated[int, typer.Option(
     "--max-classes", min=1, rich_help_panel=SPEED,
     help="Classes per encoder-decoder batch; more classes are processed in chunks.")]

@@ -1,7 +1,9 @@
 """A *setup*: everything that decides how a detector is built (weights, backbone, pruning, backend, image size).
 
-``dart eval coco --configs FILE`` and ``dart bench class-scaling --configs FILE`` compare several setups in one
-table; each command also describes its single setup from its own flags. A configs file is YAML or JSON, either a
+Every model command (``detect``, ``video``, ``eval``, ``bench``) describes its detector as a :class:`Setup` from
+its flags and builds it with :meth:`Setup.build_detector`: the one place that chooses between the PyTorch
+backend (full, pruned, student or synthetic) and exported stages. ``dart eval coco --configs FILE`` and
+``dart bench class-scaling --configs FILE`` compare several setups in one table. A configs file is YAML or JSON, either a
 list of setups or a mapping with a ``setups`` list::
 
     setups:
@@ -38,7 +40,7 @@ SAM3_BACKBONE = "sam3"
 _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "checkpoint": (str,), "tokenizer": (str,), "backbone": (str,), "student_weights": (str,),
     "skip_blocks": (str, list, int), "mask_blocks": (str, list), "prune_spec": (str,), "backend": (str,),
-    "engines": (str,), "imgsz": (int,), "precision": (str,), "device": (str,), "compile": (str,),
+    "engines": (str,), "backbone_engine": (str,), "encdec_engine": (str,), "imgsz": (int,), "precision": (str,), "device": (str,), "compile": (str,),
     "max_classes": (int,), "text_cache": (str,), "synthetic": (bool,), "synthetic_config": (str,),
 }
 
@@ -55,9 +57,11 @@ class Setup:
     skip_blocks: str | list[int] | None = None
     mask_blocks: str | list[str] | None = None
     prune_spec: str | None = None
-    backend: str = "torch"
+    backend: str = "torch"  # with engines given, the engine kind is inferred from the files
     engines: str | None = None
-    imgsz: int = DEFAULT_IMGSZ
+    backbone_engine: str | None = None
+    encdec_engine: str | None = None
+    imgsz: int | None = None  # None: 1008 for PyTorch, the exported size for engines
     precision: str = "fp32"
     device: str = "auto"
     compile: str | None = None
@@ -66,6 +70,13 @@ class Setup:
     synthetic: bool = False  # random weights (speed only, never accuracy)
     synthetic_config: str | None = None  # a Sam3Config JSON for synthetic weights (default: full-size SAM3)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("checkpoint", "tokenizer", "student_weights", "prune_spec", "engines", "backbone_engine",
+                    "encdec_engine", "text_cache", "synthetic_config"):
+            value = getattr(self, key)
+            if isinstance(value, Path):
+                setattr(self, key, str(value))
 
     # ----------------------------------------------------------------------------------------- parsing
     @classmethod
@@ -88,19 +99,27 @@ class Setup:
         setup.validate(where)
         return setup
 
-    def validate(self, where: str = "setup") -> None:
+    def validate(self, where: str | None = "setup") -> None:
+        """Check image size, prune settings and name; errors are prefixed with ``where`` (a file / setup name)."""
         try:
-            validate_imgsz(self.imgsz)
+            if self.imgsz is not None:
+                validate_imgsz(self.imgsz)
             self.prune()
+            if not re.fullmatch(r"[\w.+=-]+", self.name):
+                raise InputError(f"name '{self.name}' may only use letters, digits and . _ - + = (it names a folder).")
         except InputError as exc:
+            if where is None:
+                raise
             raise InputError(f"{where}: {exc}") from exc
-        if not re.fullmatch(r"[\w.+=-]+", self.name):
-            raise InputError(f"{where}: name '{self.name}' may only use letters, digits and . _ - + = (it names a folder).")
 
     def prune(self) -> PruneSpec:
         skip = ",".join(map(str, self.skip_blocks)) if isinstance(self.skip_blocks, list) else self.skip_blocks
         mask = ",".join(map(str, self.mask_blocks)) if isinstance(self.mask_blocks, list) else self.mask_blocks
         return resolve_prune_spec(None if skip is None else str(skip), mask, self.prune_spec)
+
+    @property
+    def uses_engines(self) -> bool:
+        return self.backend != "torch" or any((self.engines, self.backbone_engine, self.encdec_engine))
 
     @property
     def uses_sam3_backbone(self) -> bool:
@@ -131,31 +150,46 @@ class Setup:
         detector_kwargs.setdefault("max_classes_per_batch", self.max_classes)
         if self.text_cache and not self.synthetic:
             detector_kwargs.setdefault("text_cache", self.text_cache)
-        if self.backend != "torch":  # exported stages; engines given with the torch backend are not used
-            if self.synthetic:
-                raise InputError(f"setup '{self.name}': synthetic weights run on the torch backend only; export "
-                                 "them with `dart export` to time an engine.")
-            return Detector.from_engines(
-                classes=classes, engines=self.engines, backend=self.backend, device=self.device,
-                checkpoint=self.checkpoint, tokenizer=self.tokenizer, imgsz=self.imgsz, prune=self.prune() or None,
-                **detector_kwargs)
+        if self.uses_engines:
+            return self._engine_detector(classes, detector_kwargs)
         if not self.uses_sam3_backbone or self.student_weights:
             self._check_student()
+        imgsz = self.imgsz or DEFAULT_IMGSZ
         if not self.synthetic:
             return Detector.from_pretrained(
-                self.checkpoint, classes, device=self.device, precision=self.precision, imgsz=self.imgsz,
+                self.checkpoint, classes, device=self.device, precision=self.precision, imgsz=imgsz,
                 compile=self.compile, tokenizer=self.tokenizer, prune=self.prune() or None, backbone=self.backbone,
                 student_weights=self.student_weights, **detector_kwargs)
         from dart.bench.synthetic import synthetic_sam3
 
         detector = Detector.from_loaded(
-            synthetic_sam3(self.synthetic_config, imgsz=self.imgsz), None, device=self.device,
+            synthetic_sam3(self.synthetic_config, imgsz=imgsz), None, device=self.device,
             precision=self.precision, compile=self.compile, prune=self.prune() or None, backbone=self.backbone,
             student_weights=self.student_weights, **detector_kwargs)
         seed_random_text(detector, list(classes or []))
         if classes is not None:
             detector.set_classes(classes)
         return detector
+
+    def _engine_detector(self, classes: list[str] | None, detector_kwargs: dict[str, Any]) -> Detector:
+        """Exported stages: the kind comes from ``backend`` or the files; settings that only mean something for
+        PyTorch are refused; ``imgsz`` and a prune spec, when set, must match what the stages were built for.
+        The checkpoint only serves as the (lazily loaded) text encoder for names missing from the text cache."""
+        from dart.backends.engine_backend import infer_engine_kind
+        from dart.detector import Detector
+
+        kind = self.backend if self.backend != "torch" else infer_engine_kind(self.engines, self.backbone_engine)
+        torch_only = {"--precision": self.precision != "fp32", "--compile": self.compile is not None,
+                      "--backbone": not self.uses_sam3_backbone, "--student-weights": self.student_weights is not None,
+                      "--synthetic": self.synthetic}
+        for flag, used in torch_only.items():
+            if used:
+                raise InputError(f"{flag} applies to the PyTorch backend; the {kind} stages were fixed when they were "
+                                 "exported and built.")
+        return Detector.from_engines(
+            self.backbone_engine, self.encdec_engine, classes, engines=self.engines, backend=kind, device=self.device,
+            checkpoint=self.checkpoint, tokenizer=self.tokenizer, imgsz=self.imgsz, prune=self.prune() or None,
+            **detector_kwargs)
 
     def _check_student(self) -> None:
         if self.prune():
