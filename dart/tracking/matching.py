@@ -36,31 +36,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def linear_assignment(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimum-cost one-to-one matching that only accepts pairs with ``cost <= max_cost``.
 
-    Returns ``(matches [K, 2] (row, col), unmatched_rows, unmatched_cols)``. Pairs that have no admissible rival
-    (the row's only admissible column, whose only admissible row it is — most pairs in a tracking frame) belong to
-    every optimal matching and are taken directly; the solver only sees the rows and columns in contention.
+    Returns ``(matches [K, 2] (row, col), unmatched_rows, unmatched_cols)``.
     """
     rows, cols = cost.shape
-    if rows == 0 or cols == 0:
-        return np.empty((0, 2), dtype=np.int64), np.arange(rows), np.arange(cols)
-    admissible = cost <= max_cost
-    per_row = admissible.sum(axis=1)
-    per_col = admissible.sum(axis=0)
-    r, c = np.nonzero(admissible & (per_row == 1)[:, None] & (per_col == 1)[None, :])
-    if per_row.max() > 1 or per_col.max() > 1:
-        free_row = per_row >= 1
-        free_row[r] = False
-        free_col = per_col >= 1
-        free_col[c] = False
-        live_rows, live_cols = np.flatnonzero(free_row), np.flatnonzero(free_col)
+    r = c = np.empty(0, dtype=np.int64)
+    if rows and cols:
         # inadmissible pairs cost just above the limit: never preferred to leaving both sides unmatched
-        sub = np.minimum(cost[np.ix_(live_rows, live_cols)], max_cost + 1e-4)
-        sr, sc = linear_sum_assignment(sub)
-        keep = sub[sr, sc] <= max_cost
-        r = np.concatenate([r, live_rows[sr[keep]]])
-        c = np.concatenate([c, live_cols[sc[keep]]])
+        bounded = np.minimum(cost, max_cost + 1e-4)
+        if bounded.min() <= max_cost:
+            r, c = linear_sum_assignment(bounded)
+            keep = bounded[r, c] <= max_cost
+            r, c = r[keep], c[keep]
     row_free = np.ones(rows, dtype=bool)
     col_free = np.ones(cols, dtype=bool)
     row_free[r] = False
     col_free[c] = False
-    return np.stack([r, c], axis=1).astype(np.int64), np.flatnonzero(row_free), np.flatnonzero(col_free)
+    return np.stack([r, c], axis=1).astype(np.int64), np.nonzero(row_free)[0], np.nonzero(col_free)[0]
