@@ -141,6 +141,34 @@ def test_bad_sources_are_one_sentence(tmp_path):
         open_source(junk, stride=0)
 
 
+def test_http_url_source(video_file):
+    """A URL goes through OpenCV's FFmpeg network reader (a server on the loopback interface)."""
+    import functools
+    import http.server
+    import socketserver
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(video_file.parent)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{video_file.name}"
+        with open_source(url, max_frames=5) as src:
+            assert src.kind == "stream" and src.size == SIZE
+            frames = list(src)
+        assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+        with open_source(video_file) as local:
+            np.testing.assert_array_equal(frames[4].image, list(local)[4].image)
+        with pytest.raises(InputError, match="cannot open the stream"):
+            open_source(url.replace(video_file.name, "missing.mp4"))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_start_past_the_end(video_file):
     with pytest.raises(InputError, match="past the end"):
         open_source(video_file, start=FRAMES)
