@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import motmetrics as mm  # dev extra
 import numpy as np
 import pytest
 import scipy.linalg
@@ -19,7 +20,6 @@ from dart.tracking import ByteTrack, Tracker, load_tracker
 from dart.tracking.kalman import KalmanFilter, cxcywh_to_xyxy, full_covariance, xyxy_to_cxcywh
 from dart.tracking.matching import box_iou, linear_assignment
 
-mm = pytest.importorskip("motmetrics", reason="motmetrics is in the dev extra")
 
 IMAGE = (480, 640)  # height, width
 NAMES = ["person", "car", "van"]

@@ -242,7 +242,7 @@ def _pipelined_stages(detector, frames: Iterable[Frame], stop: threading.Event, 
             if cuda:
                 heads_stream.wait_event(event)  # the backbone of this frame is done
                 for tensor in features:
-                    if isinstance(tensor, torch.Tensor):
+                    if isinstance(tensor, torch.Tensor) and tensor.is_cuda:
                         tensor.record_stream(heads_stream)  # memory made on the other stream, used here
             raw = detector.run_heads(features, 1)
             dets = detector.finish(raw, sizes)[0]
