@@ -199,7 +199,9 @@ class ByteTrack:
         matched_det = np.concatenate([matched_det, births])
         # 5. stale lost tracks, tracked/lost duplicates
         keep = ~((self._state == LOST) & (frame - self._last > self.max_time_lost))
-        keep &= ~self._duplicates()
+        self._keep(keep)
+        matched_det = matched_det[keep]
+        keep = ~self._duplicates()  # among the tracks that survived
         self._keep(keep)
         matched_det = matched_det[keep]
 
