@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from contextlib import nullcontext
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -227,7 +228,7 @@ def _pipelined_stages(detector, frames: Iterable[Frame], stop: threading.Event, 
     middle: queue.Queue = queue.Queue(maxsize=2)
 
     def backbone(frame: Frame):
-        with torch.cuda.stream(backbone_stream) if cuda else _nullcontext():
+        with torch.cuda.stream(backbone_stream) if cuda else nullcontext():
             pixels, sizes = detector.prepare([frame.image])
             features = detector.run_backbone(pixels)
             event = None
@@ -238,7 +239,7 @@ def _pipelined_stages(detector, frames: Iterable[Frame], stop: threading.Event, 
 
     def heads(item):
         frame, features, sizes, event = item
-        with torch.cuda.stream(heads_stream) if cuda else _nullcontext():
+        with torch.cuda.stream(heads_stream) if cuda else nullcontext():
             if cuda:
                 heads_stream.wait_event(event)  # the backbone of this frame is done
                 for tensor in features:
@@ -251,14 +252,6 @@ def _pipelined_stages(detector, frames: Iterable[Frame], stop: threading.Event, 
     first = _Worker("dart-backbone", backbone, frames, middle, stop)
     second = _Worker("dart-heads", heads, _drain(middle, stop), results, stop)
     return [first, second], results
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ------------------------------------------------------------------------------------------------ runner
