@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from contextlib import nullcontext
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
