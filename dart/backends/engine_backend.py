@@ -17,7 +17,6 @@ import torch
 
 from dart.errors import InputError
 from dart.export.metadata import (
-    ENCDEC_OUTPUTS,
     FPN_NAMES,
     MASK_OUTPUT,
     StageMetadata,
@@ -219,34 +218,3 @@ def infer_engine_kind(engines: str | Path | None = None, backbone: str | Path | 
         raise InputError(f"'{folder}' holds neither backbone.engine nor backbone.onnx; create them with `dart export` "
                          "and `dart build`, or pass --backbone-engine and --encdec-engine.")
     raise InputError("an engine backend needs --engines DIR or --backbone-engine and --encdec-engine.")
-
-
-TORCH_ONLY = {"precision": "--precision", "compile": "--compile", "backbone": "--backbone",
-              "student_weights": "--student-weights"}
-PRUNE_FLAGS = {"skip_blocks", "mask_blocks", "prune_spec"}
-
-
-def engine_options(kind: str, given: set[str], *, engines: str | Path | None = None,
-                   backbone_engine: str | Path | None = None, device: str = "auto",
-                   checkpoint: str | Path | None = None, tokenizer: str | Path | None = None,
-                   imgsz: int | None = None, prune: PruneSpec | None = None) -> dict[str, Any]:
-    """Turn a command line's model flags into :meth:`Detector.from_engines` arguments.
-
-    ``given`` names the flags the user actually typed: an explicit ``--imgsz`` or prune flag must match the
-    engines (a sentence otherwise); flags that only mean something for PyTorch are refused. The checkpoint is
-    kept as the (lazily loaded) text encoder for names missing from the text cache.
-    """
-    if kind == "torch":
-        kind = infer_engine_kind(engines, backbone_engine)
-    for name, flag in TORCH_ONLY.items():
-        if name in given:
-            raise InputError(f"{flag} applies to the PyTorch backend; the {kind} stages were fixed when they were "
-                             "exported and built.")
-    return {
-        "backend": kind,
-        "device": device,
-        "checkpoint": checkpoint,
-        "tokenizer": tokenizer,
-        "imgsz": imgsz if "imgsz" in given else None,
-        "prune": (prune or PruneSpec()) if given & PRUNE_FLAGS else None,
-    }

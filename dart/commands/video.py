@@ -62,31 +62,19 @@ MaxTimeLost = Annotated[int, typer.Option(
 TRACK_DEFAULTS = {"tracker": "bytetrack", "track_thresh": 0.5, "match_thresh": 0.5, "max_time_lost": 30}
 
 
-def build_detector(ctx: typer.Context, console: Console, names: list[str], **o: Any):
+def build_detector(console: Console, names: list[str], **o: Any):
     """The detector ``dart detect`` would build from the same flags (PyTorch, or exported ONNX/TensorRT stages)."""
-    from dart.detector import Detector
-    from dart.models.sam3 import validate_imgsz
-    from dart.pruning.spec import resolve_prune_spec
+    from dart.setup import Setup
 
-    validate_imgsz(o["imgsz"])
-    prune = resolve_prune_spec(o["skip_blocks"], o["mask_blocks"], o["prune_spec"])
-    common = dict(conf=o["conf"], nms=o["nms"], class_agnostic_nms=o["class_agnostic_nms"], max_det=o["max_det"],
-                  masks=o["masks"], max_classes_per_batch=o["max_classes"], text_cache=o["text_cache"])
-    if o["backend"] != "torch" or o["engines"] or o["backbone_engine"] or o["encdec_engine"]:
-        from dart.backends.engine_backend import engine_options
-
-        given = {name for name in ("imgsz", "skip_blocks", "mask_blocks", "prune_spec", "precision", "compile",
-                                   "backbone", "student_weights", "checkpoint")
-                 if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
-        return Detector.from_engines(
-            o["backbone_engine"], o["encdec_engine"], names, engines=o["engines"], **common,
-            **engine_options(o["backend"], given, engines=o["engines"], backbone_engine=o["backbone_engine"],
-                             device=o["device"], checkpoint=o["checkpoint"], tokenizer=o["tokenizer"],
-                             imgsz=o["imgsz"], prune=prune))
-    console.print(f"loading SAM3 from [bold]{o['checkpoint']}[/] ...", highlight=False)
-    return Detector.from_pretrained(
-        o["checkpoint"], names, device=o["device"], precision=o["precision"], imgsz=o["imgsz"], compile=o["compile"],
-        tokenizer=o["tokenizer"], prune=prune, backbone=o["backbone"], student_weights=o["student_weights"], **common)
+    setup = Setup(**{key: o[key] for key in (
+        "checkpoint", "tokenizer", "backbone", "student_weights", "skip_blocks", "mask_blocks", "prune_spec", "backend",
+        "engines", "backbone_engine", "encdec_engine", "imgsz", "precision", "device", "compile", "max_classes",
+        "text_cache")})
+    setup.validate(None)
+    if not setup.uses_engines:
+        console.print(f"loading SAM3 from [bold]{o['checkpoint']}[/] ...", highlight=False)
+    return setup.build_detector(names, conf=o["conf"], nms=o["nms"], class_agnostic_nms=o["class_agnostic_nms"],
+                                max_det=o["max_det"], masks=o["masks"])
 
 
 def build_tracker(name: str, track_thresh: float, match_thresh: float, max_time_lost: int, **extra: Any):
@@ -153,7 +141,7 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     src = open_source(source, start=o["start"], stride=o["stride"], max_frames=o["max_frames"], fps=o["fps"])
     try:
         console.print(f"source: {src.describe()}", highlight=False)
-        detector = build_detector(ctx, console, names, **o)
+        detector = build_detector(console, names, **o)
     except BaseException:
         src.close()
         raise
@@ -211,7 +199,7 @@ def video(
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
     compile: opt.Compile = None,
-    imgsz: opt.Imgsz = D["imgsz"],
+    imgsz: opt.RunImgsz = None,
     max_classes: opt.MaxClasses = D["max_classes"],
     backend: opt.BackendName = "torch",
     engines: opt.Engines = None,
