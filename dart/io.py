@@ -49,3 +49,21 @@ def write_image(path: str | Path, image_bgr: Any) -> None:
     if not ok:
         raise OSError(f"OpenCV cannot encode an image as '{path.suffix}'")
     write_bytes(path, buf.tobytes())
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """Parse a YAML (or JSON) file; a missing, unreadable or malformed file is one :class:`InputError` sentence
+    naming ``what`` it should have been (e.g. ``"prune spec"``)."""
+    import yaml
+
+    from dart.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} '{path}' does not exist.")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} '{path}': {exc}.") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{what} '{path}' is not valid YAML/JSON: {exc}.") from exc

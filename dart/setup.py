@@ -221,15 +221,10 @@ def seed_random_text(detector: Detector, names: list[str], seed: int = 0) -> Non
 
 def load_setups(path: str | Path, base: Setup) -> list[Setup]:
     """Read a ``--configs`` file: a list of setups (or ``{setups: [...]}``); names must be unique."""
-    import yaml
+    from dart.io import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"configs file '{path}' does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(f"configs file '{path}' is not valid YAML/JSON: {exc}.") from exc
+    data = read_yaml(path, "configs file")
     if isinstance(data, dict) and set(data) == {"setups"}:
         data = data["setups"]
     if not isinstance(data, list) or not data:

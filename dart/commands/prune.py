@@ -175,17 +175,10 @@ def show(
 
 
 def _try_search(path: Path):
-    from dart.errors import InputError
+    from dart.io import read_yaml
     from dart.pruning.search import SearchResult
 
-    import yaml
-
-    if not path.is_file():
-        raise InputError(f"'{path}' does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(f"'{path}' is not valid YAML/JSON: {exc}.") from exc
+    data = read_yaml(path, "file")
     if isinstance(data, dict) and "search" in data:
         return SearchResult.load(path)
     return None

@@ -79,15 +79,9 @@ class PrecisionSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> PrecisionSpec:
-        import yaml
+        from dart.io import read_yaml
 
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"precision spec '{path}' does not exist.")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"precision spec '{path}' is not valid YAML/JSON: {exc}.") from exc
+        data = read_yaml(path, "precision spec") or {}
         if not isinstance(data, dict):
             raise InputError(f"precision spec '{path}' must be a mapping with fp32_blocks and/or fp32_layers.")
         return cls.from_dict(data, path)

@@ -243,18 +243,15 @@ class SearchResult:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchResult:
-        import yaml
+        from dart.io import read_yaml
 
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"search file '{path}' does not exist.")
+        data = read_yaml(path, "search file")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
             search = dict(data["search"])
             search["importance"] = [UnitImportance(**u) for u in search.get("importance", [])]
             search["steps"] = [SearchStep(**s) for s in search.get("steps", [])]
             return cls(**search)
-        except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"'{path}' is not a dart prune search file (no valid 'search' section).") from exc
 
 

@@ -70,15 +70,9 @@ class PruneSpec:
     @classmethod
     def load(cls, path: str | Path, num_blocks: int | None = None) -> PruneSpec:
         """Read a spec from ``.yaml``/``.yml``/``.json`` (a ``prune`` section of a larger file is accepted)."""
-        import yaml
+        from dart.io import read_yaml
 
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"prune spec '{path}' does not exist.")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"prune spec '{path}' is not valid YAML/JSON: {exc}.") from exc
+        data = read_yaml(path, "prune spec") or {}
         if not isinstance(data, dict):
             raise InputError(f"prune spec '{path}' must be a mapping with skip_blocks and/or mask_blocks.")
         if isinstance(data.get("prune"), dict):
