@@ -57,10 +57,10 @@ def detect(
     """
     from dart.classes import resolve_classes
     from dart.errors import InputError
-    from dart.pipeline import detect_images
+    from dart.images import detect_images
     from dart.render import detections_table, summary_table, timing_table
     from dart.setup import Setup
-    from dart.sources import expand_images
+    from dart.images import expand_images
     from dart.timing import profile_stages
 
     console = Console()

@@ -327,7 +327,7 @@ def importance_search(
 # ------------------------------------------------------------------------------------------- calibration
 def calibration_images(folder: str | Path, num_images: int, *, seed: int = 0) -> list[Path]:
     """``num_images`` images of a folder (a seeded random sample when it has more; sorted)."""
-    from dart.sources import expand_images
+    from dart.images import expand_images
 
     if num_images < 1:
         raise InputError(f"--num-images must be at least 1, got {num_images}.")

@@ -12,7 +12,6 @@ the camera.
 
 from __future__ import annotations
 
-import glob
 import queue
 import threading
 import time
@@ -24,6 +23,7 @@ import cv2
 import numpy as np
 
 from dart.errors import DartError, InputError
+from dart.images import expand_images
 from dart.preprocess import is_image_file, load_image
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -213,18 +213,9 @@ def open_source(spec: str | int | Path, *, start: int = 0, stride: int = 1, max_
     if text.startswith(STREAM_PREFIXES):
         return CaptureSource(text, **opts)
     folder_fps = fps or DEFAULT_FOLDER_FPS
-    if any(ch in text for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(str(Path(text).expanduser()), recursive=True))
-        files = [p for p in files if p.is_file() and is_image_file(p)]
-        if not files:
-            raise InputError(f"the pattern '{text}' matches no image files.")
-        return FolderSource(files, text, fps=folder_fps, **opts)
     path = Path(text).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
-        if not files:
-            raise InputError(f"folder '{text}' contains no images to use as frames.")
-        return FolderSource(files, text, fps=folder_fps, **opts)
+    if any(ch in text for ch in "*?[") or path.is_dir():
+        return FolderSource(expand_images([text]), text, fps=folder_fps, **opts)
     if not path.exists():
         raise InputError(f"video '{text}' does not exist.")
     if is_image_file(path):
