@@ -118,11 +118,11 @@ class ByteTrack:
     def num_lost(self) -> int:
         return int(np.count_nonzero(self._state == LOST))
 
-    def _keep(self, keep: np.ndarray) -> None:
-        if keep.all():
-            return
+    def _keep(self, keep: np.ndarray, matched_det: np.ndarray) -> np.ndarray:
+        """Keep only the tracks where ``keep`` is true; returns ``matched_det`` cut the same way."""
         for attr in ("_mean", "_cov", "_state", "_activated", "_last", "_start", "_ids", "_score", "_votes"):
             setattr(self, attr, getattr(self, attr)[keep])
+        return matched_det[keep]
 
     def _classes(self, index: np.ndarray) -> np.ndarray:
         return np.argmax(self._votes[index], axis=1) if len(index) else np.zeros(0, dtype=np.int64)
@@ -131,10 +131,13 @@ class ByteTrack:
         """``1 - IoU`` between some tracks and some detections, cut from the frame's full IoU matrix."""
         if not len(tracks) or not len(dets):
             return np.empty((len(tracks), len(dets)), dtype=iou.dtype)
-        rows = tracks[:, None]
-        cost = 1.0 - iou[rows, dets]
+        # ``tracks`` and ``dets`` are sorted and unique: as many as the matrix has means all of them (a cheap slice)
+        all_rows, all_cols = len(tracks) == iou.shape[0], len(dets) == iou.shape[1]
+        rows = slice(None) if all_rows else tracks if all_cols else tracks[:, None]
+        cols = slice(None) if all_cols else dets
+        cost = 1.0 - iou[rows, cols]
         if mismatch is not None:
-            cost[mismatch[rows, dets]] = _IMPOSSIBLE
+            cost[mismatch[rows, cols]] = _IMPOSSIBLE
         return cost
 
     # -------------------------------------------------------------------------------------------- update
@@ -151,21 +154,26 @@ class ByteTrack:
             self._learn_names(classes, dets.class_names)
 
         is_high = scores >= self.track_thresh
-        high = np.nonzero(is_high)[0]
-        low = np.nonzero((scores > self.low_thresh) & ~is_high)[0]
+        high = is_high.nonzero()[0]
+        low = ((scores > self.low_thresh) & ~is_high).nonzero()[0]
 
-        is_unconfirmed = (self._state == TRACKED) & ~self._activated
-        unconfirmed = np.nonzero(is_unconfirmed)[0]
-        pool = np.nonzero(~is_unconfirmed)[0]  # confirmed tracks, tracked or lost
-        if len(pool):
-            mean = self._mean[pool].copy()
-            mean[self._state[pool] != TRACKED, 6:] = 0.0  # a lost track stops growing or shrinking
-            self._mean[pool], self._cov[pool] = self.kalman.predict(mean, self._cov[pool])
+        n_tracks = len(self._ids)
+        is_unconfirmed = ~self._activated  # only tracked tracks can be unconfirmed
+        unconfirmed = is_unconfirmed.nonzero()[0]
+        if len(unconfirmed):
+            pool = self._activated.nonzero()[0]  # confirmed tracks, tracked or lost
+            self._mean[pool[self._state[pool] != TRACKED], 6:] = 0.0  # a lost track stops growing or shrinking
+            self._mean[pool], self._cov[pool] = self.kalman.predict(self._mean[pool], self._cov[pool])
+        else:  # the usual case: every track is confirmed, no gathering and scattering
+            pool = np.arange(n_tracks)
+            if n_tracks:
+                self._mean[self._state != TRACKED, 6:] = 0.0
+                self._mean, self._cov = self.kalman.predict(self._mean, self._cov)
         iou = box_iou(cxcywh_to_xyxy(self._mean, np.float32), boxes)  # all tracks x all dets, once per frame
         mismatch = None
         if self.class_aware and iou.size:
-            mismatch = self._classes(np.arange(len(self._ids)))[:, None] != classes[None, :]
-        matched_det = np.full(len(self._ids), -1, dtype=np.int64)
+            mismatch = self._classes(np.arange(n_tracks))[:, None] != classes[None, :]
+        matched_det = np.full(n_tracks, -1, dtype=np.int64)
 
         # 1. confirmed tracks <-> high-score detections
         m1, free_pool, free_high = linear_assignment(self._cost(iou, mismatch, pool, high), 1.0 - self.match_thresh)
@@ -182,30 +190,31 @@ class ByteTrack:
             self._cost(iou, mismatch, unconfirmed, high_left), 1.0 - self.unconfirmed_match_thresh)
         matched_det[unconfirmed[m3[:, 0]]] = high_left[m3[:, 1]]
 
-        matched = np.flatnonzero(matched_det >= 0)
+        matched = (matched_det >= 0).nonzero()[0]
         used = matched_det[matched]
         self._apply_hits(matched, used, boxes, scores, classes, frame)
         self._state[newly_lost] = LOST
 
-        keep = np.ones(len(self._ids), dtype=bool)
-        keep[unconfirmed[free_unconfirmed]] = False
         # 4. births
         births = high_left[free_left]
         births = births[scores[births] >= self.new_track_thresh]
         births = self._suppress_duplicate_births(births, used, boxes, scores)
-        self._keep(keep)
-        matched_det = matched_det[keep]
-        self._add_tracks(births, boxes, scores, classes, frame)
-        matched_det = np.concatenate([matched_det, births])
+        if len(free_unconfirmed):  # unconfirmed tracks that found no detection go
+            keep = np.ones(len(self._ids), dtype=bool)
+            keep[unconfirmed[free_unconfirmed]] = False
+            matched_det = self._keep(keep, matched_det)
+        if len(births):
+            self._add_tracks(births, boxes, scores, classes, frame)
+            matched_det = np.concatenate([matched_det, births])
         # 5. stale lost tracks, tracked/lost duplicates
-        keep = ~((self._state == LOST) & (frame - self._last > self.max_time_lost))
-        self._keep(keep)
-        matched_det = matched_det[keep]
-        keep = ~self._duplicates()  # among the tracks that survived
-        self._keep(keep)
-        matched_det = matched_det[keep]
+        stale = (self._state == LOST) & (frame - self._last > self.max_time_lost)
+        if stale.any():
+            matched_det = self._keep(~stale, matched_det)
+        drop = self._duplicates()  # among the tracks that survived
+        if drop is not None:
+            matched_det = self._keep(~drop, matched_det)
 
-        out = np.flatnonzero((self._state == TRACKED) & self._activated & (self._last == frame))
+        out = ((self._state == TRACKED) & self._activated & (self._last == frame)).nonzero()[0]
         out = out[np.argsort(self._ids[out], kind="stable")]
         return self._output(dets, out, matched_det[out])
 
@@ -234,12 +243,14 @@ class ByteTrack:
         self._state[index] = TRACKED
         self._last[index] = frame
         m = self.score_momentum
-        self._score[index] = m * self._score[index] + (1.0 - m) * scores[det]
+        det_scores = scores[det]
+        self._score[index] = m * self._score[index] + (1.0 - m) * det_scores
         self._votes[index] *= self.class_momentum
-        self._votes[index, classes[det]] += scores[det]
+        self._votes[index, classes[det]] += det_scores
         confirm = index[~self._activated[index]]
-        self._activated[index] = True
-        self._assign_ids(confirm)
+        if len(confirm):
+            self._activated[confirm] = True
+            self._assign_ids(confirm)
 
     def _assign_ids(self, index: np.ndarray) -> None:
         self._ids[index] = np.arange(self._next_id, self._next_id + len(index))
@@ -279,21 +290,21 @@ class ByteTrack:
         if frame == 1:
             self._assign_ids(np.arange(first, first + n))
 
-    def _duplicates(self) -> np.ndarray:
+    def _duplicates(self) -> np.ndarray | None:
         """Tracked and lost tracks on the same object: the shorter-lived of each pair goes (ties: the tracked one,
-        as in the reference implementation)."""
-        drop = np.zeros(len(self._ids), dtype=bool)
-        tracked = np.flatnonzero(self._state == TRACKED)
-        lost = np.flatnonzero(self._state == LOST)
+        as in the reference implementation). None when there are none."""
+        tracked = (self._state == TRACKED).nonzero()[0]
+        lost = (self._state == LOST).nonzero()[0]
         if not len(tracked) or not len(lost):
-            return drop
+            return None
         boxes = cxcywh_to_xyxy(self._mean)
         same = box_iou(boxes[tracked], boxes[lost]) > self.duplicate_iou
         if self.class_aware:  # classes are kept apart: a rider and their bicycle are not duplicates
             same &= self._classes(tracked)[:, None] == self._classes(lost)[None, :]
+        if not same.any():  # the usual case
+            return None
         p, q = np.nonzero(same)
-        if not len(p):
-            return drop
+        drop = np.zeros(len(self._ids), dtype=bool)
         age = self._last - self._start
         tracked_older = age[tracked[p]] > age[lost[q]]
         drop[lost[q[tracked_older]]] = True
@@ -313,7 +324,7 @@ class ByteTrack:
         )
         out.extra["det_scores"] = dets.scores[det_index]
         out.extra["det_class_ids"] = dets.class_ids[det_index]
-        out.extra["track_xyxy"] = cxcywh_to_xyxy(self._mean[index]).astype(np.float32)
+        out.extra["track_xyxy"] = cxcywh_to_xyxy(self._mean[index], np.float32)
         return out
 
 

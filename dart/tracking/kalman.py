@@ -24,8 +24,10 @@ POS, CROSS, VEL = 0, 1, 2  # rows of the compact covariance
 def xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
     """``[N, 4]`` corner boxes -> ``[N, 4]`` (centre x, centre y, width, height)."""
     xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-    wh = xyxy[:, 2:] - xyxy[:, :2]
-    return np.concatenate([xyxy[:, :2] + wh / 2, wh], axis=1)
+    out = np.empty_like(xyxy)
+    wh = np.subtract(xyxy[:, 2:], xyxy[:, :2], out=out[:, 2:])
+    np.add(xyxy[:, :2], wh / 2, out=out[:, :2])
+    return out
 
 
 def cxcywh_to_xyxy(cxcywh: np.ndarray, dtype: type = np.float64) -> np.ndarray:
@@ -34,7 +36,11 @@ def cxcywh_to_xyxy(cxcywh: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     if cxcywh.ndim == 1:
         cxcywh = cxcywh.reshape(-1, 4)
     centre, half = cxcywh[:, :2], cxcywh[:, 2:4] * 0.5
-    return np.concatenate([centre - half, centre + half], axis=1).astype(dtype, copy=False)
+    out = np.empty((len(cxcywh), 4), dtype=dtype)
+    # computed in the inputs' precision, then rounded once to ``dtype`` (as ``.astype(dtype)`` would)
+    np.subtract(centre, half, out=out[:, :2])
+    np.add(centre, half, out=out[:, 2:])
+    return out
 
 
 def full_covariance(covariance: np.ndarray) -> np.ndarray:

@@ -17,8 +17,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=dtype).reshape(-1, 4)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype=dtype)
-    ax1, ay1, ax2, ay2 = a[:, 0:1], a[:, 1:2], a[:, 2:3], a[:, 3:4]
-    bx1, by1, bx2, by2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    ax1, ay1, ax2, ay2 = a.T[:, :, None]  # columns [N, 1]
+    bx1, by1, bx2, by2 = b.T.copy()  # contiguous rows [M]: the inner loop of every broadcast operation below
     inter = np.minimum(ax2, bx2)
     inter -= np.maximum(ax1, bx1)
     np.maximum(inter, 0, out=inter)
@@ -39,16 +39,29 @@ def linear_assignment(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np
     Returns ``(matches [K, 2] (row, col), unmatched_rows, unmatched_cols)``.
     """
     rows, cols = cost.shape
-    r = c = np.empty(0, dtype=np.int64)
-    if rows and cols:
+    if not rows or not cols:
+        return np.empty((0, 2), dtype=np.int64), np.arange(rows), np.arange(cols)
+    admissible = cost <= max_cost
+    per_row = admissible.sum(axis=1)
+    per_col = admissible.sum(axis=0)
+    if per_row.max() <= 1 and per_col.max() <= 1:
+        # every row and column has at most one admissible pair: those pairs are the unique optimum (each saves
+        # at least 1e-4 over leaving both sides unmatched, and none competes with another), no solver needed
+        r = per_row.nonzero()[0]
+        c = admissible[r].argmax(axis=1)
+        free_rows = (per_row == 0).nonzero()[0]
+        free_cols = (per_col == 0).nonzero()[0]
+    else:
         # inadmissible pairs cost just above the limit: never preferred to leaving both sides unmatched
-        bounded = np.minimum(cost, max_cost + 1e-4)
-        if bounded.min() <= max_cost:
-            r, c = linear_sum_assignment(bounded)
-            keep = bounded[r, c] <= max_cost
-            r, c = r[keep], c[keep]
-    row_free = np.ones(rows, dtype=bool)
-    col_free = np.ones(cols, dtype=bool)
-    row_free[r] = False
-    col_free[c] = False
-    return np.stack([r, c], axis=1).astype(np.int64), np.nonzero(row_free)[0], np.nonzero(col_free)[0]
+        r, c = linear_sum_assignment(np.minimum(cost, max_cost + 1e-4))
+        keep = admissible[r, c]
+        r, c = r[keep], c[keep]
+        row_free = np.ones(rows, dtype=bool)
+        col_free = np.ones(cols, dtype=bool)
+        row_free[r] = False
+        col_free[c] = False
+        free_rows, free_cols = row_free.nonzero()[0], col_free.nonzero()[0]
+    matches = np.empty((len(r), 2), dtype=np.int64)
+    matches[:, 0] = r
+    matches[:, 1] = c
+    return matches, free_rows, free_cols
