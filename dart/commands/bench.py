@@ -31,9 +31,6 @@ SyntheticConfig = Annotated[Optional[Path], typer.Option(
 Backends = Annotated[str, typer.Option(
     "--backend", rich_help_panel=opt.SPEED,
     help="torch, onnxruntime or tensorrt; several comma-separated (torch,tensorrt) give one setup each.")]
-EnginesDir = Annotated[Optional[str], typer.Option(
-    "--engines", rich_help_panel=opt.SPEED,
-    help="Folder with the exported stages (backbone/encdec .onnx or .engine) for onnxruntime / tensorrt.")]
 Configs = Annotated[Optional[Path], typer.Option(
     "--configs", rich_help_panel=opt.MODEL,
     help="YAML/JSON list of setups (name, checkpoint, backbone, skip_blocks, backend, engines, imgsz ...) to compare.")]
@@ -68,7 +65,7 @@ def class_scaling(
     prune_spec: opt.PruneSpecFile = None,
     text_cache: opt.TextCachePath = None,
     backend: Backends = "torch",
-    engines: EnginesDir = None,
+    engines: opt.Engines = None,
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
     compile: opt.Compile = None,
@@ -106,7 +103,8 @@ def class_scaling(
         setups = [base]
     results, device_used = [], None
     for setup in setups:
-        console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {f'{setup.imgsz}px' if setup.imgsz else 'default size'}, {setup.precision}) ...",
+        size = f"{setup.imgsz}px" if setup.imgsz else "default size"
+        console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {size}, {setup.precision}) ...",
                       highlight=False)
         detector = setup.build_detector(None, conf=conf)
         device_used = detector.backend.device
@@ -150,9 +148,8 @@ def video(
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
     text_cache: opt.TextCachePath = None,
-    backend: Annotated[str, typer.Option("--backend", rich_help_panel=opt.SPEED,
-                                         help="torch, onnxruntime or tensorrt.")] = "torch",
-    engines: EnginesDir = None,
+    backend: opt.BackendName = "torch",
+    engines: opt.Engines = None,
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
     compile: opt.Compile = None,
@@ -184,7 +181,8 @@ def video(
         skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, text_cache=text_cache,
         backend=backend, engines=engines, device=device, precision=precision, compile=compile, imgsz=imgsz,
         max_classes=max_classes, synthetic=synthetic, synthetic_config=synthetic_config)
-    console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {f'{setup.imgsz}px' if setup.imgsz else 'default size'}) ...", highlight=False)
+    size = f"{setup.imgsz}px" if setup.imgsz else "default size"
+    console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {size}) ...", highlight=False)
     detector = setup.build_detector(None, conf=conf)
     if setup.synthetic:
         seed_random_text(detector, names)

@@ -47,19 +47,14 @@ def coco(
                                          help="Detections kept per image (COCO scores the top 100).")] = 100,
     checkpoint: opt.Checkpoint = D["checkpoint"],
     tokenizer: opt.Tokenizer = None,
-    backbone: Annotated[Optional[str], typer.Option(
-        "--backbone", rich_help_panel=opt.MODEL,
-        help="Image backbone: sam3 (default) or a registered student backbone (see `dart plugins`).")] = None,
-    student_weights: Annotated[Optional[str], typer.Option(
-        "--student-weights", rich_help_panel=opt.MODEL, help="Weights of the --backbone student.")] = None,
+    backbone: opt.Backbone = None,
+    student_weights: opt.StudentWeights = None,
     skip_blocks: opt.SkipBlocks = None,
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
     text_cache: opt.TextCachePath = None,
-    backend: Annotated[str, typer.Option("--backend", rich_help_panel=opt.SPEED,
-                                         help="torch, onnxruntime or tensorrt (the latter two need --engines).")] = "torch",
-    engines: Annotated[Optional[str], typer.Option(
-        "--engines", rich_help_panel=opt.SPEED, help="Folder with the exported stages (ONNX files or engines).")] = None,
+    backend: opt.BackendName = "torch",
+    engines: opt.Engines = None,
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
     compile: opt.Compile = None,
@@ -109,7 +104,7 @@ def coco(
     for setup in setups:
         out = output / setup.name if configs else output
         if rank == 0:
-            console.print(f"[bold]{setup.name}[/]: loading {setup.checkpoint} ({setup.backend}, {f'{setup.imgsz}px' if setup.imgsz else 'default size'}, "
+            console.print(f"[bold]{setup.name}[/]: loading {setup.checkpoint} ({setup.backend}, {setup.imgsz or 'default'} px, "
                           f"prune {setup.prune()}) ...", highlight=False)
         detector = setup.build_detector(names, conf=conf, nms=nms, max_det=max_det, masks=masks)
         settings = {"setup": setup.describe(), "fingerprint": detector.backend.fingerprint, "conf": conf, "nms": nms,
