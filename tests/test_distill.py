@@ -17,7 +17,6 @@ from dart.distill import trainer as trainer_module
 from dart.errors import InputError
 from dart.pruning import PruneSpec
 from tests.conftest import make_image
-from tests.test_pruning import one_thread  # noqa: F401 - autouse fixture
 from tests.tiny import TINY_IMGSZ
 
 ROOT = Path(__file__).resolve().parents[1]

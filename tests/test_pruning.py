@@ -15,15 +15,6 @@ from dart.stages import BackboneStage
 from tests.tiny import TINY_IMGSZ, tiny_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; more threads only contend on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def pixels(n: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, TINY_IMGSZ, TINY_IMGSZ, generator=torch.Generator().manual_seed(seed))
 

@@ -13,7 +13,7 @@ from dart.pruning import PruneSpec
 from dart.pruning.search import SearchResult, block_flops, importance_search, plot_search, units_to_spec, Unit
 from dart.stages import BackboneStage
 from tests.conftest import make_image
-from tests.test_pruning import one_thread, pixels, strengthen  # noqa: F401 - one_thread is autouse
+from tests.test_pruning import pixels, strengthen
 from tests.tiny import TINY_IMGSZ, tiny_model
 
 

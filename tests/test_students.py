@@ -11,7 +11,6 @@ from dart.errors import CheckpointError, InputError  # noqa: E402
 from dart.models.sam3 import set_image_size  # noqa: E402
 from dart.stages import BackboneStage, EncDecStage  # noqa: E402
 from dart.students import STUDENTS, build_backbone  # noqa: E402
-from tests.test_pruning import one_thread  # noqa: E402,F401 - autouse fixture
 from tests.tiny import TINY_IMGSZ, tiny_config, tiny_model  # noqa: E402
 
 REQUIRED = ("repvit_m2_3", "tiny_vit_21m", "efficientvit_l1", "efficientvit_l2")

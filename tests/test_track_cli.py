@@ -16,16 +16,6 @@ from tests.tiny import TINY_IMGSZ
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4")

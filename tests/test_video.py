@@ -36,17 +36,6 @@ def write_video(path: Path, frames: int = FRAMES) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model is faster on one thread, and a shared 2-core CI box punishes OpenMP oversubscription."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def video_file(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("video") / "clip.mp4")
