@@ -151,3 +151,12 @@ def test_help_lists_subcommands_and_python_m_dart_works():
     assert res.returncode == 0 and "detect" in res.stdout and "plugins" in res.stdout
     res = subprocess.run([sys.executable, "-m", "dart", "--version"], capture_output=True, text=True, timeout=120)
     assert res.stdout.startswith("dart ")
+
+
+def test_building_the_cli_does_not_import_torch():
+    """`dart --help` must stay instant: no command module may import torch (or transformers) at import time."""
+    code = ("import sys; from dart.cli import build_app; build_app(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'cv2', 'onnx') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

@@ -10,11 +10,10 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-import torch
-
 from dart.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
     from transformers import Sam3Model
 
 PATCH_SIZE = 14
@@ -70,6 +69,8 @@ def fingerprint_state_dict(state_dict: dict[str, torch.Tensor], config_json: str
     and the model config; computing it for the full 840M-parameter model takes well under a second, and any
     fine-tune, conversion error or different checkpoint changes it.
     """
+    import torch
+
     digest = hashlib.sha256(config_json.encode())
     for name in sorted(state_dict):
         tensor = state_dict[name]
