@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -43,7 +45,7 @@ def test_tensorrt_fp32_matches_torch(trt_engines, tiny_loaded, tiny_ckpt, cuda_g
     from dart.backends.torch_backend import TorchBackend
 
     image = make_image(120, 200, seed=3)
-    ref = Detector(TorchBackend(tiny_loaded, device="cuda"), CLASSES, conf=0.1, masks=True)
+    ref = Detector(TorchBackend(copy.deepcopy(tiny_loaded), device="cuda"), CLASSES, conf=0.1, masks=True)
     det = Detector.from_engines(engines=trt_engines / "fp32", classes=CLASSES, backend="tensorrt", checkpoint=tiny_ckpt,
                                 conf=0.1, masks=True, backend_options={"cuda_graph": cuda_graph})
     assert det.backend.device.type == "cuda" and det.max_classes_per_batch == 3
@@ -79,3 +81,31 @@ def test_precision_spec_build(tmp_path_factory, tiny_ckpt, tmp_path):
                           precision=PrecisionSpec.parse("1,2"), timing_cache=tmp_path / "timing.cache")
     assert result.fp32_nodes and (tmp_path / "timing.cache").stat().st_size > 0
     assert result.metadata.fp32_layers == ["block 1", "block 2"]
+
+
+@pytest.mark.cuda
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_tensorrt_two_stream_video_equals_sequential(trt_engines, tiny_ckpt, tmp_path, cuda_graph):
+    """dart video on engines: the backbone engine (frame t+1) and the encoder-decoder engine (frame t) run on the
+    pipeline's two streams, with or without CUDA graphs, and give the sequential run's detections."""
+    import cv2
+
+    from dart.video import run_video, same_detections
+
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (200, 120))
+    for i in range(10):
+        writer.write(np.ascontiguousarray(np.roll(make_image(120, 200, seed=3), 3 * i, axis=1)))
+    writer.release()
+    det = Detector.from_engines(engines=trt_engines / "fp32", classes=CLASSES, backend="tensorrt", checkpoint=tiny_ckpt,
+                                conf=0.1, backend_options={"cuda_graph": cuda_graph})
+    runs = {}
+    for sequential in (True, False):
+        dets = []
+        result = run_video(det, path, sequential=sequential, progress=False,
+                           on_frame=lambda frame, d: dets.append(d))
+        assert result.frames == 10
+        runs[sequential] = dets
+    assert same_detections(runs[True], runs[False], atol=1e-4)
+    assert sum(len(d) for d in runs[True]) > 0

@@ -1,9 +1,15 @@
 """The ``tensorrt`` backend: ``backbone.engine`` + ``encdec.engine`` on one CUDA device.
 
 Buffers are torch CUDA tensors handed to TensorRT by address (no pycuda, no host copies): the backbone's FPN
-outputs are the encoder-decoder's inputs as they lie in GPU memory. Both engines run on a dedicated CUDA stream
-ordered with PyTorch's current stream. With ``cuda_graph=True`` each input shape is captured once in a CUDA graph
-and replayed (static engines only need one graph; a dynamic class axis gets one graph per class count).
+outputs are the encoder-decoder's inputs as they lie in GPU memory.
+
+Streams: an engine runs on the caller's current PyTorch stream when the caller chose one (``dart video`` runs the
+backbone and the encoder-decoder on two streams, so the backbone of frame t+1 overlaps the encoder-decoder of
+frame t). Called from the default stream, each engine runs on a stream of its own, ordered with the default
+stream by stream waits (TensorRT adds device-wide synchronisation when it is given the legacy default stream).
+With ``cuda_graph=True`` each input shape is captured once in a CUDA graph and replayed (static engines need one
+graph; a dynamic class axis gets one graph per class count). Captures are thread-local, so one engine can be
+captured while the other runs in another thread.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class _Engine:
             (self.inputs if is_input else self.outputs).append(name)
             self.dtypes[name] = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
         self.cuda_graph = cuda_graph
+        self.stream = torch.cuda.Stream(device=device)  # used when the caller runs on the default stream
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
         self._warm: set[tuple] = set()
 
@@ -92,13 +99,12 @@ class _Engine:
     def _capture(self, key: tuple, inputs: dict[str, torch.Tensor], stream: torch.cuda.Stream) -> None:
         static_in = {n: t.clone() for n, t in inputs.items()}
         try:
-            torch.cuda.synchronize(self.device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.stream(stream):
                 static_out = self._bind(static_in)
                 self._enqueue(stream)  # settle shapes and addresses outside the capture
             stream.synchronize()
-            with torch.cuda.graph(graph, stream=stream):
+            with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
                 self._enqueue(stream)
             self._graphs[key] = (graph, static_in, static_out)
         except Exception as exc:  # noqa: BLE001 - an engine that cannot be captured still runs
@@ -129,7 +135,6 @@ class TensorRTBackend(EngineBackend):
             self._runtime = trt.Runtime(self._logger)
             self._backbone_engine = _Engine(trt, self._runtime, self.backbone_path, dev, cuda_graph)
             self._encdec_engine = _Engine(trt, self._runtime, self.encdec_path, dev, cuda_graph)
-            self.stream = torch.cuda.Stream(device=dev)
         missing = [n for n in FPN_NAMES if n not in self._backbone_engine.outputs]
         if missing:
             raise InputError(f"'{self.backbone_path}' has no output '{missing[0]}'; build it from a dart export.")
@@ -137,12 +142,16 @@ class TensorRTBackend(EngineBackend):
     def _run(self, engine: _Engine, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inputs = {n: inputs[n].to(self.device, engine.dtypes[n]).contiguous() for n in engine.inputs}
         current = torch.cuda.current_stream(self.device)
-        self.stream.wait_stream(current)  # inputs written (and converted) on PyTorch's stream are ready
-        with torch.cuda.device(self.device):
-            outputs = engine(inputs, self.stream)
-        current.wait_stream(self.stream)  # later PyTorch work sees the outputs
-        for tensor in outputs.values():
-            tensor.record_stream(current)
+        if current != torch.cuda.default_stream(self.device):
+            with torch.cuda.device(self.device):  # the caller's stream orders everything
+                outputs = engine(inputs, current)
+        else:
+            engine.stream.wait_stream(current)  # inputs written (and converted) on PyTorch's stream are ready
+            with torch.cuda.device(self.device):
+                outputs = engine(inputs, engine.stream)
+            current.wait_stream(engine.stream)  # later PyTorch work sees the outputs
+            for tensor in outputs.values():
+                tensor.record_stream(current)
         return {n: t.float() if t.is_floating_point() else t for n, t in outputs.items()}
 
     def _run_backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
