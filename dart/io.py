@@ -27,6 +27,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def file_or_folder(path: str | Path, default_name: str, suffixes: tuple[str, ...]) -> Path:
+    """``path`` when it names a file ending in one of ``suffixes``; otherwise ``path`` is a folder and the file is
+    ``path/default_name`` (so ``-o engines/`` and ``-o engines`` both mean the folder)."""
+    path = Path(path)
+    if path.suffix.lower() in suffixes and not path.is_dir():
+        return path
+    return path / default_name
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

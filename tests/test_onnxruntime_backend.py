@@ -144,5 +144,10 @@ def test_cli_detect_and_export(engines, tiny_loaded, tiny_ckpt, tmp_path):
                                  "--max-classes", "2", "--no-simplify", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "onnxruntime vs PyTorch" in result.output and out.is_file()
+    folder = tmp_path / "engines"  # -o without an .onnx suffix is a folder: the stage's usual name goes in it
+    result = runner.invoke(app, ["export", "encdec", "-m", str(tiny_ckpt), "--imgsz", str(TINY_IMGSZ),
+                                 "--max-classes", "2", "--no-simplify", "--no-verify", "-o", f"{folder}/"])
+    assert result.exit_code == 0, result.output
+    assert (folder / "encdec.onnx").is_file() and out.is_file()
     result = runner.invoke(app, ["export", "backbone", "-m", str(tiny_ckpt), "--imgsz", "100", "-o", str(out)])
     assert result.exit_code == 2 and "multiple of 14" in result.output

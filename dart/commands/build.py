@@ -12,7 +12,8 @@ from rich.console import Console
 def build(
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file from `dart export` (external .data beside it is found).")],
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Engine file to write (default: the ONNX path with .engine).")] = None,
+        "--output", "-o", help="Engine file to write, or a folder (then FOLDER/<onnx name>.engine). Default: the ONNX "
+                              "path with .engine.")] = None,
     fp16: Annotated[bool, typer.Option("--fp16/--fp32", help="Build in FP16 (mixed with --fp32-layers) or all FP32.")] = True,
     fp32_layers: Annotated[Optional[str], typer.Option(
         "--fp32-layers",
@@ -39,13 +40,15 @@ def build(
     from dart.export.metadata import read_onnx_metadata
     from dart.export.mixed_precision import PrecisionSpec
     from dart.export.tensorrt_build import build_engine, import_tensorrt
+    from dart.io import file_or_folder
 
     console = Console()
     if fp32_layers and precision_spec:
         raise InputError("give --fp32-layers or --precision-spec, not both.")
     meta = read_onnx_metadata(onnx)  # a bad file is refused before anything else
     spec = PrecisionSpec.load(precision_spec) if precision_spec else PrecisionSpec.parse(fp32_layers)
-    engine = output or onnx.with_suffix(".engine")
+    default = onnx.with_suffix(".engine")
+    engine = file_or_folder(output, default.name, (".engine", ".plan", ".trt")) if output else default
     if engine.resolve() == onnx.resolve():
         raise InputError("the engine would overwrite the ONNX file; pick another --output.")
     import_tensorrt()  # no GPU / no TensorRT: one sentence, before any work

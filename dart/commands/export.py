@@ -80,7 +80,8 @@ def _progress(console: Console):
 def backbone(
     checkpoint: opt.Checkpoint = D["checkpoint"],
     tokenizer: opt.Tokenizer = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")] = Path("engines/backbone.onnx"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write, or a folder (then "
+                                         "FOLDER/backbone.onnx).")] = Path("engines/backbone.onnx"),
     imgsz: opt.Imgsz = D["imgsz"],
     skip_blocks: opt.SkipBlocks = None,
     mask_blocks: opt.MaskBlocks = None,
@@ -102,12 +103,14 @@ def backbone(
     """
     from dart.errors import InputError
     from dart.export.onnx_export import export_backbone
+    from dart.io import file_or_folder
     from dart.models.loading import load_sam3
     from dart.models.sam3 import validate_imgsz
     from dart.pruning.spec import resolve_prune_spec
 
     console = Console()
     validate_imgsz(imgsz)
+    output = file_or_folder(output, "backbone.onnx", (".onnx",))
     prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
     if image is not None and not image.is_file():
         raise InputError(f"image '{image}' does not exist.")
@@ -138,7 +141,8 @@ def backbone(
 def encdec(
     checkpoint: opt.Checkpoint = D["checkpoint"],
     tokenizer: opt.Tokenizer = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")] = Path("engines/encdec.onnx"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write, or a folder (then "
+                                         "FOLDER/encdec.onnx).")] = Path("engines/encdec.onnx"),
     imgsz: opt.Imgsz = D["imgsz"],
     max_classes: Annotated[int, typer.Option(
         "--max-classes", min=1, help="Most classes one call takes (more are chunked by the Detector).")] = 4,
@@ -163,11 +167,13 @@ def encdec(
     """
     from dart.errors import InputError
     from dart.export.onnx_export import export_encdec
+    from dart.io import file_or_folder
     from dart.models.loading import load_sam3
     from dart.models.sam3 import validate_imgsz
 
     console = Console()
     validate_imgsz(imgsz)
+    output = file_or_folder(output, "encdec.onnx", (".onnx",))
     if image is not None and not image.is_file():
         raise InputError(f"image '{image}' does not exist.")
     with console.status(f"loading SAM3 from {checkpoint} ..."):
