@@ -1,4 +1,4 @@
-"""``dart eval``: accuracy on standard datasets (``dart eval coco``)."""
+"""``dart eval``: accuracy on standard datasets (``dart eval coco``) and of tracks (``dart eval mot``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from dart.commands import options as opt
 D = opt.DEFAULTS
 DATA = "Dataset"
 
-app = typer.Typer(help="Measure accuracy: COCO AP with pycocotools.", no_args_is_help=True,
+app = typer.Typer(help="Measure accuracy: COCO AP with pycocotools; tracking with HOTA, MOTA and IDF1.",
+                  no_args_is_help=True,
                   rich_markup_mode="rich")
 
 
@@ -133,3 +134,48 @@ def coco(
     else:
         console.print(f"summary saved to [bold]{output / 'summary.json'}[/], results to "
                       f"[bold]{output / 'results.json'}[/]")
+
+
+@app.command("mot")
+def mot(
+    gt: Annotated[Path, typer.Option(
+        "--gt", rich_help_panel=DATA,
+        help="Ground truth: a MOT .txt file (frame,id,x,y,w,h,flag,class,visibility), or a folder of <sequence>.txt "
+             "files or of MOTChallenge <sequence>/gt/gt.txt folders.")],
+    pred: Annotated[Path, typer.Option(
+        "--pred", rich_help_panel=DATA,
+        help="Tracker output: a MOT .txt file (as dart track --save-mot writes it), or a folder of <sequence>.txt "
+             "files named like the ground truth's sequences.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (summary.json).")] = Path(
+        "runs/eval/mot"),
+    iou: Annotated[float, typer.Option(
+        "--iou", min=0.0, max=1.0,
+        help="IoU a match needs for MOTA, MOTP, IDF1 and ID switches (HOTA averages IoU 0.05 ... 0.95).")] = 0.5,
+    mot17: Annotated[bool, typer.Option(
+        "--mot17/--all-gt",
+        help="MOT17 rules: only pedestrian ground truth (class 1) with flag 1 counts and predictions on distractors "
+             "(static persons, reflections ...) are dropped; --all-gt: every ground-truth row counts.")] = False,
+) -> None:
+    """Score multi-object tracking output against ground truth: HOTA, DetA, AssA, MOTA, IDF1, ID switches ...
+
+    Example: [bold]dart eval mot --gt MOT17/train --pred runs/track/mot -o runs/eval/mot17 --mot17[/]
+
+    Figures are those of TrackEval (the MOTChallenge evaluator), per sequence and combined.
+
+    A ground-truth sequence with no prediction file is scored as an empty prediction (and said so).
+    """
+    from dart.eval.mot import evaluate_mot, report_table
+    from dart.io import write_json
+
+    console = Console()
+    report = evaluate_mot(gt, pred, iou=iou, mot17=mot17)
+    console.print(report_table(report, f"MOT evaluation, {len(report.rows)} sequence"
+                                       f"{'s' if len(report.rows) != 1 else ''}"))
+    for name in report.missing:
+        console.print(f"[yellow]note:[/] no prediction file for sequence '{name}' in {pred}: scored as an empty "
+                      "prediction.", highlight=False)
+    if report.extra:
+        console.print(f"[yellow]note:[/] predictions for {', '.join(report.extra)} have no ground truth in {gt} and "
+                      "were not scored.", highlight=False)
+    write_json(output / "summary.json", {"gt": str(gt), "pred": str(pred), **report.to_dict()})
+    console.print(f"summary saved to [bold]{output / 'summary.json'}[/]")
