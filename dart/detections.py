@@ -119,6 +119,43 @@ class Detections:
             image_size=image_size,
         )
 
+    def to_supervision(self) -> Any:
+        """These detections as a ``supervision.Detections`` (``confidence``, ``class_id``, ``mask``,
+        ``tracker_id``; class names in ``data["class_name"]``), for supervision's annotators, zones and trackers.
+        Needs ``pip install supervision``."""
+        sv = _import_supervision()
+        return sv.Detections(
+            xyxy=self.xyxy.copy(),
+            confidence=self.scores.copy(),
+            class_id=self.class_ids.copy(),
+            mask=None if self.masks is None else self.masks.copy(),
+            tracker_id=None if self.track_ids is None else self.track_ids.copy(),
+            data={"class_name": self.class_names.astype(str)},
+        )
+
+    @classmethod
+    def from_supervision(cls, detections: Any, class_names: Sequence[str] | None = None,
+                         image_size: tuple[int, int] | None = None) -> Detections:
+        """From a ``supervision.Detections`` (after its filters or trackers, say). Names come from
+        ``data["class_name"]``, else ``class_names[class_id]``; a missing confidence counts as 1."""
+        n = len(detections)
+        class_ids = np.zeros(n, np.int64) if detections.class_id is None else np.asarray(detections.class_id)
+        names = (detections.data or {}).get("class_name")
+        if names is None:
+            if class_names is None and n:
+                raise ValueError("these supervision detections carry no class names: pass class_names=[...]")
+            names = [class_names[int(c)] for c in class_ids] if n else []
+        mask = detections.mask
+        return cls(
+            xyxy=np.asarray(detections.xyxy),
+            scores=np.ones(n) if detections.confidence is None else np.asarray(detections.confidence),
+            class_ids=class_ids,
+            class_names=list(names),
+            masks=None if mask is None else np.asarray(mask, dtype=bool),  # dense, also from a CompactMask
+            track_ids=None if detections.tracker_id is None else np.asarray(detections.tracker_id),
+            image_size=image_size,
+        )
+
     def masks_rle(self) -> list[dict[str, Any]]:
         """Masks as COCO run-length encodings with string counts (JSON-safe)."""
         if self.masks is None:
@@ -177,3 +214,13 @@ class Detections:
 def _rle_to_coco(rle: dict[str, Any]) -> dict[str, Any]:
     counts = rle["counts"]
     return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def _import_supervision() -> Any:
+    try:
+        import supervision
+    except ImportError:
+        from dart.errors import DependencyError
+
+        raise DependencyError("to_supervision needs the supervision package: pip install supervision.") from None
+    return supervision

@@ -53,3 +53,38 @@ def test_mot_rows_need_tracks():
 def test_merge():
     merged = Detections.merge([sample(), sample()])
     assert len(merged) == 4 and merged.masks.shape == (4, 20, 30)
+
+
+def test_supervision_round_trip_and_its_own_operations():
+    """to_supervision gives a supervision.Detections that supervision's filters, areas and annotators accept, and
+    from_supervision brings it back unchanged (dev extra: supervision)."""
+    import supervision as sv
+
+    dets = sample(with_tracks=True)
+    out = dets.to_supervision()
+    assert isinstance(out, sv.Detections) and len(out) == 2
+    np.testing.assert_allclose(out.area, dets.area)
+    assert out.data["class_name"].tolist() == ["car", "person"] and out.tracker_id.tolist() == [7, 8]
+    kept = out[out.confidence > 0.5]  # supervision's own boolean filter
+    back = Detections.from_supervision(kept, image_size=(20, 30))
+    ref = dets[dets.scores > 0.5]
+    np.testing.assert_allclose(back.xyxy, ref.xyxy)
+    assert back.class_names.tolist() == ["car"] and back.track_ids.tolist() == [7]
+    assert np.array_equal(back.masks, ref.masks) and back.scores.tolist() == ref.scores.tolist()
+    image = np.zeros((20, 30, 3), np.uint8)
+    drawn = sv.BoxAnnotator(thickness=1).annotate(image.copy(), out)
+    assert drawn[2, 3:9].any() and not drawn[0, 0].any()  # the car's top edge is drawn, the corner is not
+    labels = sv.LabelAnnotator(text_scale=0.2).annotate(image.copy(), out)  # reads data["class_name"]
+    assert labels.any()
+
+
+def test_from_supervision_without_names_needs_the_class_list():
+    import supervision as sv
+
+    plain = sv.Detections(xyxy=np.array([[0, 0, 4, 4]], np.float32), class_id=np.array([1]))
+    with pytest.raises(ValueError, match="class_names"):
+        Detections.from_supervision(plain)
+    back = Detections.from_supervision(plain, class_names=["person", "car"])
+    assert back.class_names.tolist() == ["car"] and back.scores.tolist() == [1.0] and back.masks is None
+    empty = Detections.from_supervision(sv.Detections.empty())
+    assert len(empty) == 0
