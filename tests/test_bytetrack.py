@@ -1,6 +1,7 @@
-"""ByteTrack on synthetic scenes with known ground truth, scored with motmetrics (IDF1, ID switches, MOTA), and
-compared with a published ByteTrack implementation (``cjm-byte-track``, a port of the official code) on the
-same detection streams."""
+"""ByteTrack on synthetic scenes with known ground truth, scored with motmetrics (IDF1, ID switches, MOTA) and with
+dart's HOTA (``dart.eval.mot``, equal to TrackEval's: tests/test_eval_mot.py), and compared with a published
+ByteTrack implementation (``cjm-byte-track``, a port of the official code) on the same detection streams. The
+thresholds are checked against deliberately broken trackers, which must fail them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torchvision.ops import box_iou as tv_box_iou
 
 from dart.detections import Detections
 from dart.errors import InputError
+from dart.eval.mot import evaluate_mot
 from dart.tracking import ByteTrack, Tracker, load_tracker
 from dart.tracking.kalman import KalmanFilter, cxcywh_to_xyxy, full_covariance, xyxy_to_cxcywh
 from dart.tracking.matching import box_iou, linear_assignment
@@ -191,6 +193,43 @@ def score(scene: Scene, ids, boxes) -> dict[str, float]:
     return mot_metrics(scene.gt_ids, scene.gt_boxes, ids, boxes)
 
 
+def mot_rows(ids: list[np.ndarray], boxes: list[np.ndarray]) -> np.ndarray:
+    """MOT rows ``frame,id,x,y,w,h`` (frames from 1) of per-frame ids and xyxy boxes."""
+    rows = [np.column_stack([np.full(len(i), f), i, b[:, :2], b[:, 2:] - b[:, :2]])
+            for f, (i, b) in enumerate(zip(ids, boxes), 1)]
+    return np.concatenate(rows).reshape(-1, 6) if rows else np.zeros((0, 6))
+
+
+def hota(scene: Scene, ids, boxes) -> dict[str, float]:
+    """dart.eval.mot's figures (HOTA, AssA, DetA, IDF1, IDSW, MOTA ...) of a tracker output on a scene."""
+    report = evaluate_mot({"scene": mot_rows(scene.gt_ids, scene.gt_boxes)}, {"scene": mot_rows(ids, boxes)})
+    return report.rows["scene"]
+
+
+class NewIdEveryFrame:
+    """A broken tracker: ByteTrack's boxes, but fresh IDs on every frame (no association at all)."""
+
+    def __init__(self):
+        self.tracker, self.frame = ByteTrack(), 0
+
+    def update(self, dets: Detections) -> Detections:
+        out = self.tracker.update(dets)
+        self.frame += 1
+        out.track_ids = 1000 * self.frame + np.arange(len(out))
+        return out
+
+
+class SwapsTwoIds(NewIdEveryFrame):
+    """A broken tracker: ByteTrack, but the IDs of tracks 1 and 2 are exchanged on every other 10-frame span."""
+
+    def update(self, dets: Detections) -> Detections:
+        out = self.tracker.update(dets)
+        self.frame += 1
+        if (self.frame // 10) % 2:
+            out.track_ids = np.select([out.track_ids == 1, out.track_ids == 2], [2, 1], out.track_ids)
+        return out
+
+
 def agreement(ours, reference) -> dict[str, float]:
     """Our output scored against the reference tracker's output as if it were the ground truth."""
     return mot_metrics(reference[0], reference[1], ours[0], ours[1])
@@ -201,9 +240,16 @@ SCENES = {"crossing": crossing_scene, "occlusion": occlusion_scene, "low_scores"
 
 
 # ------------------------------------------------------------------------------------------------ tests
-@pytest.mark.parametrize(("name", "min_idf1", "min_mota"), [
-    ("crossing", 0.97, 0.95), ("occlusion", 0.98, 0.97), ("low_scores", 0.95, 0.85), ("entering", 0.97, 0.95)])
-def test_scene_metrics(name, min_idf1, min_mota):
+# per scene: minimum IDF1, MOTA (motmetrics), HOTA and AssA (dart.eval.mot); ByteTrack's boxes are the jittered
+# detections, so DetA (and HOTA) stay under 1 even with perfect identities
+MINIMA = {"crossing": (0.97, 0.95, 0.92, 0.92), "occlusion": (0.98, 0.97, 0.92, 0.92),
+          "low_scores": (0.95, 0.85, 0.85, 0.85), "entering": (0.97, 0.95, 0.93, 0.93)}
+CROWD_MINIMA = (0.82, 0.80)  # HOTA, AssA on each random crowd
+
+
+@pytest.mark.parametrize("name", list(MINIMA))
+def test_scene_metrics(name):
+    min_idf1, min_mota, min_hota, min_assa = MINIMA[name]
     scene = SCENES[name]()
     ids, boxes = run(ByteTrack(), scene)
     m = score(scene, ids, boxes)
@@ -213,6 +259,22 @@ def test_scene_metrics(name, min_idf1, min_mota):
     assert m["num_false_positives"] == 0, m
     all_ids = np.unique(np.concatenate(ids))
     assert len(all_ids) == m["num_unique_objects"], f"one track per object expected, got {all_ids}"
+    h = hota(scene, ids, boxes)
+    assert h["HOTA"] >= min_hota and h["AssA"] >= min_assa, h
+    assert h["IDSW"] == 0 and h["IDF1"] == pytest.approx(m["idf1"]) and h["MOTA"] == pytest.approx(m["mota"])
+
+
+@pytest.mark.parametrize("broken", [NewIdEveryFrame, SwapsTwoIds])
+@pytest.mark.parametrize("name", list(MINIMA))
+def test_broken_trackers_fail_the_scene_thresholds(name, broken):
+    """The HOTA and AssA minima above catch identity errors on their own: a tracker with ByteTrack's boxes but
+    bad identities fails both (and IDF1)."""
+    min_idf1, _, min_hota, min_assa = MINIMA[name]
+    scene = SCENES[name]()
+    ids, boxes = run(broken(), scene)
+    h = hota(scene, ids, boxes)
+    assert h["HOTA"] < min_hota and h["AssA"] < min_assa and h["IDF1"] < min_idf1, h
+    assert h["DetA"] == pytest.approx(hota(scene, *run(ByteTrack(), scene))["DetA"])  # same detections
 
 
 def test_occluded_object_keeps_its_id_after_reappearing():
@@ -251,13 +313,18 @@ def test_new_object_is_confirmed_on_its_second_frame():
 
 
 def test_crowds_against_ground_truth_and_reference():
-    """Six random crowds: ours is at least as good as the published tracker on the same detection streams."""
+    """Six random crowds: ours is at least as good as the published tracker on the same detection streams, and
+    its HOTA / AssA clear minima that two swapped IDs out of 15 objects already miss."""
     ours_all, ref_all = [], []
     for seed in (4, 10, 11, 12, 13, 14):
         scene = crowd_scene(seed=seed)
-        ours_all.append(score(scene, *run(ByteTrack(), scene)))
+        ours = run(ByteTrack(), scene)
+        ours_all.append(score(scene, *ours))
         ref_all.append(score(scene, *run_reference(scene)))
         assert ours_all[-1]["mota"] >= 0.9 and ours_all[-1]["idf1"] >= 0.9, (seed, ours_all[-1])
+        h, swapped = hota(scene, *ours), hota(scene, *run(SwapsTwoIds(), scene))
+        assert h["HOTA"] >= CROWD_MINIMA[0] and h["AssA"] >= CROWD_MINIMA[1], (seed, h)
+        assert swapped["HOTA"] < CROWD_MINIMA[0] and swapped["AssA"] < CROWD_MINIMA[1], (seed, swapped)
     total = {k: sum(m[k] for m in ours_all) for k in ("num_switches", "idf1", "mota")}
     total_ref = {k: sum(m[k] for m in ref_all) for k in ("num_switches", "idf1", "mota")}
     assert total["num_switches"] <= total_ref["num_switches"], (total, total_ref)
