@@ -28,10 +28,9 @@ import numpy as np
 from dart.detections import Detections
 from dart.errors import InputError
 from dart.tracking.kalman import KalmanFilter, cxcywh_to_xyxy, xyxy_to_cxcywh
-from dart.tracking.matching import box_iou, linear_assignment
+from dart.tracking.matching import box_iou, overlapping_pairs, pair_iou, sparse_assignment
 
 TRACKED, LOST = 0, 1
-_IMPOSSIBLE = 2.0  # an association cost above any admissible limit (costs are 1 - IoU, in [0, 1])
 
 
 class ByteTrack:
@@ -88,6 +87,9 @@ class ByteTrack:
         self.score_momentum = score_momentum
         self.nms_iou = nms_iou
         self.kalman = KalmanFilter()
+        # A limit this close to IoU 0 lets pairs that do not overlap at all compete (their cost, 1, is within the
+        # solver's margin): then every (track, detection) pair is a candidate, not only the overlapping ones.
+        self._zero_iou_counts = min(match_thresh, low_match_thresh, unconfirmed_match_thresh) < 1e-3
         self.reset()
 
     # --------------------------------------------------------------------------------------------- state
@@ -127,18 +129,30 @@ class ByteTrack:
     def _classes(self, index: np.ndarray) -> np.ndarray:
         return np.argmax(self._votes[index], axis=1) if len(index) else np.zeros(0, dtype=np.int64)
 
-    def _cost(self, iou: np.ndarray, mismatch: np.ndarray | None, tracks: np.ndarray, dets: np.ndarray) -> np.ndarray:
-        """``1 - IoU`` between some tracks and some detections, cut from the frame's full IoU matrix."""
-        if not len(tracks) or not len(dets):
-            return np.empty((len(tracks), len(dets)), dtype=iou.dtype)
-        # ``tracks`` and ``dets`` are sorted and unique: as many as the matrix has means all of them (a cheap slice)
-        all_rows, all_cols = len(tracks) == iou.shape[0], len(dets) == iou.shape[1]
-        rows = slice(None) if all_rows else tracks if all_cols else tracks[:, None]
-        cols = slice(None) if all_cols else dets
-        cost = 1.0 - iou[rows, cols]
-        if mismatch is not None:
-            cost[mismatch[rows, cols]] = _IMPOSSIBLE
-        return cost
+    def _pairs(self, boxes: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (track, detection) pair that any stage could associate, as ``(tracks, dets, cost)`` with cost
+        ``1 - IoU`` (float32): the pairs whose boxes overlap (other pairs cost 1, beyond every stage's limit), of
+        the same class when ``class_aware``."""
+        track_boxes = cxcywh_to_xyxy(self._mean, np.float32)
+        if self._zero_iou_counts:
+            tracks, dets = np.divmod(np.arange(len(track_boxes) * len(boxes)), len(boxes))
+        else:
+            tracks, dets = overlapping_pairs(track_boxes, boxes)
+        if self.class_aware and len(tracks):
+            same = self._classes(np.arange(len(self._ids)))[tracks] == classes[dets]
+            tracks, dets = tracks[same], dets[same]
+        return tracks, dets, 1.0 - pair_iou(track_boxes[tracks], boxes[dets])
+
+    @staticmethod
+    def _associate(pairs: tuple[np.ndarray, np.ndarray, np.ndarray], tracks: np.ndarray, dets: np.ndarray,
+                   min_iou: float, matched_det: np.ndarray, det_free: np.ndarray) -> None:
+        """One association stage: minimum-cost matching of the ``tracks`` (mask) to the ``dets`` (mask) among the
+        frame's ``pairs``, ``IoU >= min_iou``; records the matches in ``matched_det`` and ``det_free``."""
+        t, d, cost = pairs
+        stage = tracks[t] & dets[d]
+        t, d = sparse_assignment(t[stage], d[stage], cost[stage], 1.0 - min_iou)
+        matched_det[t] = d
+        det_free[d] = False
 
     # -------------------------------------------------------------------------------------------- update
     def update(self, detections: Detections) -> Detections:
@@ -154,41 +168,32 @@ class ByteTrack:
             self._learn_names(classes, dets.class_names)
 
         is_high = scores >= self.track_thresh
-        high = is_high.nonzero()[0]
-        low = ((scores > self.low_thresh) & ~is_high).nonzero()[0]
+        is_low = (scores > self.low_thresh) & ~is_high
 
         n_tracks = len(self._ids)
-        is_unconfirmed = ~self._activated  # only tracked tracks can be unconfirmed
-        unconfirmed = is_unconfirmed.nonzero()[0]
+        confirmed = self._activated  # only tracked tracks can be unconfirmed
+        unconfirmed = (~confirmed).nonzero()[0]
         if len(unconfirmed):
-            pool = self._activated.nonzero()[0]  # confirmed tracks, tracked or lost
+            pool = confirmed.nonzero()[0]  # confirmed tracks, tracked or lost
             self._mean[pool[self._state[pool] != TRACKED], 6:] = 0.0  # a lost track stops growing or shrinking
             self._mean[pool], self._cov[pool] = self.kalman.predict(self._mean[pool], self._cov[pool])
-        else:  # the usual case: every track is confirmed, no gathering and scattering
-            pool = np.arange(n_tracks)
-            if n_tracks:
-                self._mean[self._state != TRACKED, 6:] = 0.0
-                self._mean, self._cov = self.kalman.predict(self._mean, self._cov)
-        iou = box_iou(cxcywh_to_xyxy(self._mean, np.float32), boxes)  # all tracks x all dets, once per frame
-        mismatch = None
-        if self.class_aware and iou.size:
-            mismatch = self._classes(np.arange(n_tracks))[:, None] != classes[None, :]
+        elif n_tracks:  # the usual case: every track is confirmed, no gathering and scattering
+            self._mean[self._state != TRACKED, 6:] = 0.0
+            self._mean, self._cov = self.kalman.predict(self._mean, self._cov)
+        pairs = self._pairs(boxes, classes)  # all tracks x all dets, once per frame
         matched_det = np.full(n_tracks, -1, dtype=np.int64)
+        det_free = np.ones(len(dets), dtype=bool)
 
         # 1. confirmed tracks <-> high-score detections
-        m1, free_pool, free_high = linear_assignment(self._cost(iou, mismatch, pool, high), 1.0 - self.match_thresh)
-        matched_det[pool[m1[:, 0]]] = high[m1[:, 1]]
+        self._associate(pairs, confirmed, is_high, self.match_thresh, matched_det, det_free)
         # 2. still-tracked leftovers <-> low-score detections
-        rest = pool[free_pool]
-        rest = rest[self._state[rest] == TRACKED]
-        m2, free_rest, _ = linear_assignment(self._cost(iou, mismatch, rest, low), 1.0 - self.low_match_thresh)
-        matched_det[rest[m2[:, 0]]] = low[m2[:, 1]]
-        newly_lost = rest[free_rest]
+        rest = confirmed & (matched_det < 0) & (self._state == TRACKED)
+        self._associate(pairs, rest, is_low, self.low_match_thresh, matched_det, det_free)
+        newly_lost = rest & (matched_det < 0)
         # 3. unconfirmed tracks <-> high-score leftovers
-        high_left = high[free_high]
-        m3, free_unconfirmed, free_left = linear_assignment(
-            self._cost(iou, mismatch, unconfirmed, high_left), 1.0 - self.unconfirmed_match_thresh)
-        matched_det[unconfirmed[m3[:, 0]]] = high_left[m3[:, 1]]
+        high_left = is_high & det_free
+        if len(unconfirmed):
+            self._associate(pairs, ~confirmed, high_left, self.unconfirmed_match_thresh, matched_det, det_free)
 
         matched = (matched_det >= 0).nonzero()[0]
         used = matched_det[matched]
@@ -196,12 +201,12 @@ class ByteTrack:
         self._state[newly_lost] = LOST
 
         # 4. births
-        births = high_left[free_left]
-        births = births[scores[births] >= self.new_track_thresh]
+        births = (high_left & det_free & (scores >= self.new_track_thresh)).nonzero()[0]
         births = self._suppress_duplicate_births(births, used, boxes, scores)
+        free_unconfirmed = unconfirmed[matched_det[unconfirmed] < 0]
         if len(free_unconfirmed):  # unconfirmed tracks that found no detection go
             keep = np.ones(len(self._ids), dtype=bool)
-            keep[unconfirmed[free_unconfirmed]] = False
+            keep[free_unconfirmed] = False
             matched_det = self._keep(keep, matched_det)
         if len(births):
             self._add_tracks(births, boxes, scores, classes, frame)

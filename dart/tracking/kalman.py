@@ -11,6 +11,8 @@ coordinates stays zero. The covariance is therefore stored as three numbers per 
 position-velocity covariance, velocity variance — in ``covariance [N, 3, 4]``, and prediction and update are a
 handful of element-wise operations over all tracks at once (no batched matrix solves).
 :func:`full_covariance` rebuilds the 8x8 matrices; the tests check the result against the textbook 8x8 filter.
+Trackers keep one track per column (``[8, N]`` states, ``[3, 4, N]`` covariances: the ``*_columns`` methods), so that
+every one of those operations runs over contiguous memory.
 """
 
 from __future__ import annotations
@@ -24,9 +26,14 @@ POS, CROSS, VEL = 0, 1, 2  # rows of the compact covariance
 def xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
     """``[N, 4]`` corner boxes -> ``[N, 4]`` (centre x, centre y, width, height)."""
     xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-    out = np.empty_like(xyxy)
-    wh = np.subtract(xyxy[:, 2:], xyxy[:, :2], out=out[:, 2:])
-    np.add(xyxy[:, :2], wh / 2, out=out[:, :2])
+    return centres_columns(xyxy.T).T
+
+
+def centres_columns(corners: np.ndarray) -> np.ndarray:
+    """:func:`xyxy_to_cxcywh` with one box per column: ``[4, N]`` (x1, y1, x2, y2) -> ``[4, N]`` float64."""
+    out = np.empty((4, corners.shape[1]))
+    wh = np.subtract(corners[2:], corners[:2], out=out[2:])
+    np.add(corners[:2], wh / 2, out=out[:2])
     return out
 
 
@@ -35,11 +42,16 @@ def cxcywh_to_xyxy(cxcywh: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     cxcywh = np.asarray(cxcywh)
     if cxcywh.ndim == 1:
         cxcywh = cxcywh.reshape(-1, 4)
-    centre, half = cxcywh[:, :2], cxcywh[:, 2:4] * 0.5
-    out = np.empty((len(cxcywh), 4), dtype=dtype)
+    return corners_columns(cxcywh.T, dtype).T
+
+
+def corners_columns(cxcywh: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """:func:`cxcywh_to_xyxy` with one box (or state) per column: ``[4+, N]`` -> ``[4, N]`` (x1, y1, x2, y2)."""
+    centre, half = cxcywh[:2], cxcywh[2:4] * 0.5
+    out = np.empty((4, cxcywh.shape[1]), dtype=dtype)
     # computed in the inputs' precision, then rounded once to ``dtype`` (as ``.astype(dtype)`` would)
-    np.subtract(centre, half, out=out[:, :2])
-    np.add(centre, half, out=out[:, 2:])
+    np.subtract(centre, half, out=out[:2])
+    np.add(centre, half, out=out[2:])
     return out
 
 
@@ -55,11 +67,20 @@ def full_covariance(covariance: np.ndarray) -> np.ndarray:
     return out
 
 
+def _rows(mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, 8]`` states and ``[N, 3, 4]`` covariances -> the columns layout (contiguous ``[8, N]``, ``[3, 4, N]``)."""
+    return np.ascontiguousarray(mean.T), np.ascontiguousarray(covariance.transpose(1, 2, 0))
+
+
 class KalmanFilter:
     """Kalman filter for image-space boxes, batched over tracks.
 
     ``std_weight_position`` / ``std_weight_velocity`` scale the noise with the box width / height (1/20 and 1/160,
     the values of DeepSORT, ByteTrack and BoT-SORT).
+
+    :meth:`initiate`, :meth:`predict`, :meth:`project` and :meth:`update` take one track per row (``mean [N, 8]``,
+    ``covariance [N, 3, 4]``). The ``*_columns`` methods do the same with one track per column (``[8, N]`` and
+    ``[3, 4, N]``), the layout trackers keep their state in: every operation then runs over contiguous memory.
     """
 
     def __init__(self, std_weight_position: float = 1.0 / 20, std_weight_velocity: float = 1.0 / 160):
@@ -68,51 +89,77 @@ class KalmanFilter:
         self.motion = np.eye(2 * NDIM)  # F, for reference: x' = F x
         self.motion[:NDIM, NDIM:] = np.eye(NDIM)
 
-    @staticmethod
-    def _sizes(mean: np.ndarray) -> np.ndarray:
-        """``(w, h, w, h)`` per track: the scale of the noise of each coordinate."""
-        wh = mean[:, 2:4]
-        return np.concatenate([wh, wh], axis=1)
+    def _noise(self, weight: float, mean: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out [4, N] += (weight * (w, h, w, h))**2`` per track (the noise of each coordinate scales with the box
+        width or height); returns ``out``."""
+        noise = np.square(weight * mean[2:4])  # [2, N]: (w, h)
+        out[:2] += noise
+        out[2:] += noise
+        return out
 
     def initiate(self, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """New tracks from unassociated measurements ``[N, 4]`` (cx, cy, w, h): zero velocity, wide uncertainty."""
         measurement = np.asarray(measurement, dtype=np.float64).reshape(-1, NDIM)
-        mean = np.concatenate([measurement, np.zeros_like(measurement)], axis=1)
-        size = self._sizes(mean)
-        covariance = np.zeros((len(mean), 3, NDIM))
-        covariance[:, POS] = np.square(2 * self.std_weight_position * size)
-        covariance[:, VEL] = np.square(10 * self.std_weight_velocity * size)
+        mean, covariance = self.initiate_columns(measurement.T)
+        return mean.T, covariance.transpose(2, 0, 1)
+
+    def initiate_columns(self, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`initiate` for measurements ``[4, N]`` -> ``mean [8, N]``, ``covariance [3, 4, N]``."""
+        mean = np.concatenate([measurement, np.zeros_like(measurement)])
+        covariance = np.zeros((3, NDIM, mean.shape[1]))
+        self._noise(2 * self.std_weight_position, mean, covariance[POS])
+        self._noise(10 * self.std_weight_velocity, mean, covariance[VEL])
         return mean, covariance
 
     def predict(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One frame ahead for every track: ``x' = F x``, ``P' = F P F^T + Q`` (Q from the current box size)."""
-        size = self._sizes(mean)
-        mean = mean.copy()
-        mean[:, :NDIM] += mean[:, NDIM:]
-        p, v, c = covariance[:, POS], covariance[:, VEL], covariance[:, CROSS]
+        mean, covariance = self.predict_columns(*_rows(mean, covariance))
+        return mean.T, covariance.transpose(2, 0, 1)
+
+    def predict_columns(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` for ``mean [8, N]``, ``covariance [3, 4, N]``."""
+        p, c, v = covariance
         out = np.empty_like(covariance)
-        out[:, POS] = p + 2 * c + v + np.square(self.std_weight_position * size)
-        out[:, CROSS] = c + v
-        out[:, VEL] = v + np.square(self.std_weight_velocity * size)
+        np.multiply(c, 2, out=out[POS])
+        out[POS] += p
+        out[POS] += v
+        self._noise(self.std_weight_position, mean, out[POS])  # p + 2c + v + q_pos
+        np.add(c, v, out=out[CROSS])
+        out[VEL] = v
+        self._noise(self.std_weight_velocity, mean, out[VEL])  # v + q_vel
+        mean = mean.copy()
+        mean[:NDIM] += mean[NDIM:]
         return mean, out
 
     def project(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted measurement and its variance per coordinate: ``(H x [N, 4], diag(H P H^T + R) [N, 4])``."""
-        return mean[:, :NDIM], covariance[:, POS] + np.square(self.std_weight_position * self._sizes(mean))
+        predicted, variance = self.project_columns(*_rows(mean, covariance))
+        return predicted.T, variance.T
+
+    def project_columns(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`project` for ``mean [8, N]``, ``covariance [3, 4, N]`` -> ``[4, N]``, ``[4, N]``."""
+        return mean[:NDIM], self._noise(self.std_weight_position, mean, covariance[POS].copy())
 
     def update(self, mean: np.ndarray, covariance: np.ndarray, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Correct each track with its associated measurement ``[N, 4]`` (cx, cy, w, h)."""
         if len(mean) == 0:
             return mean, covariance
-        predicted, s = self.project(mean, covariance)
-        p, c, v = covariance[:, POS], covariance[:, CROSS], covariance[:, VEL]
+        measurement = np.asarray(measurement, dtype=np.float64).reshape(-1, NDIM)
+        mean, covariance = self.update_columns(*_rows(mean, covariance), measurement.T)
+        return mean.T, covariance.transpose(2, 0, 1)
+
+    def update_columns(self, mean: np.ndarray, covariance: np.ndarray,
+                       measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`update` for ``mean [8, N]``, ``covariance [3, 4, N]``, ``measurement [4, N]``."""
+        predicted, s = self.project_columns(mean, covariance)
+        p, c, v = covariance
         gain_pos, gain_vel = p / s, c / s
-        innovation = np.asarray(measurement, dtype=np.float64).reshape(-1, NDIM) - predicted
+        innovation = measurement - predicted
         mean = mean.copy()
-        mean[:, :NDIM] += gain_pos * innovation
-        mean[:, NDIM:] += gain_vel * innovation
+        mean[:NDIM] += gain_pos * innovation
+        mean[NDIM:] += gain_vel * innovation
         out = np.empty_like(covariance)
-        out[:, POS] = p - gain_pos * p
-        out[:, CROSS] = c - gain_pos * c
-        out[:, VEL] = v - gain_vel * c
+        np.subtract(p, gain_pos * p, out=out[POS])
+        np.subtract(c, gain_pos * c, out=out[CROSS])
+        np.subtract(v, gain_vel * c, out=out[VEL])
         return mean, out

@@ -1,10 +1,29 @@
-"""Association helpers for trackers: pairwise IoU and thresholded minimum-cost assignment (Hungarian / LAPJV
-via ``scipy.optimize.linear_sum_assignment``)."""
+"""Association helpers for trackers: IoU (between every pair of two box sets, or along a list of pairs), the pairs of
+boxes that overlap at all, and thresholded minimum-cost assignment (Hungarian / LAPJV via
+``scipy.optimize.linear_sum_assignment``), dense or over a sparse list of candidate pairs."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+_SLACK = 1e-4  # inadmissible pairs cost max_cost + _SLACK in the solver: never preferred to leaving both unmatched
+
+
+def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of ``a[..., 4]`` with ``b[..., 4]`` (xyxy) element by element, with broadcasting (``[E, 4]`` and
+    ``[E, 4]`` -> ``[E]``). Each IoU is computed by the same float operations as in :func:`box_iou`."""
+    low = np.maximum(a[..., :2], b[..., :2])
+    inter = np.minimum(a[..., 2:], b[..., 2:])
+    inter -= low
+    np.maximum(inter, 0, out=inter)  # overlap width and height
+    size_a, size_b = a[..., 2:] - a[..., :2], b[..., 2:] - b[..., :2]
+    iou = inter[..., 0] * inter[..., 1]
+    union = size_a[..., 0] * size_a[..., 1] + size_b[..., 0] * size_b[..., 1]
+    union -= iou
+    np.maximum(union, 1e-12, out=union)
+    iou /= union
+    return iou
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -17,20 +36,53 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=dtype).reshape(-1, 4)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype=dtype)
+    return pair_iou(a[:, None], b[None])
+
+
+def overlapping_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cols)`` of the pairs ``a[rows[k]]``, ``b[cols[k]]`` (xyxy) whose boxes overlap in both x and y,
+    in row-major order: every pair with a non-zero :func:`box_iou` is among them."""
+    if not len(a) or not len(b):
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
     ax1, ay1, ax2, ay2 = a.T[:, :, None]  # columns [N, 1]
-    bx1, by1, bx2, by2 = b.T.copy()  # contiguous rows [M]: the inner loop of every broadcast operation below
-    inter = np.minimum(ax2, bx2)
-    inter -= np.maximum(ax1, bx1)
-    np.maximum(inter, 0, out=inter)
-    height = np.minimum(ay2, by2)
-    height -= np.maximum(ay1, by1)
-    np.maximum(height, 0, out=height)
-    inter *= height
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1)
-    union -= inter
-    np.maximum(union, 1e-12, out=union)
-    inter /= union
-    return inter
+    bx1, by1, bx2, by2 = b.T.copy()  # contiguous rows [M]: the inner loop of the broadcast comparisons
+    overlap = ax2 > bx1
+    overlap &= bx2 > ax1
+    overlap &= ay2 > by1
+    overlap &= by2 > ay1
+    return np.divmod(np.flatnonzero(overlap), len(b))
+
+
+def sparse_assignment(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray,
+                      max_cost: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`linear_assignment` over a sparse cost matrix: ``cost[k]`` is the cost of pairing ``rows[k]`` with
+    ``cols[k]`` (each pair listed once), and every pair not listed costs more than ``max_cost + 1e-4``.
+    Returns the matched ``(rows, cols)``, only pairs with ``cost <= max_cost``.
+
+    The solver only sees the pairs that compete: a pair alone in its row and its column (in the usual frame, most
+    of them) is matched without it; the others go to ``linear_sum_assignment`` as one small dense matrix.
+    """
+    admissible = cost <= max_cost
+    rows_ok, cols_ok = rows[admissible], cols[admissible]
+    if not len(rows_ok) or (np.bincount(rows_ok).max() <= 1 and np.bincount(cols_ok).max() <= 1):
+        # every row and column has at most one admissible pair: those pairs are the unique optimum (each saves
+        # at least 1e-4 over leaving both sides unmatched, and none competes with another), no solver needed
+        return rows_ok, cols_ok
+    # In the solver a pair costs min(cost, limit): those just above max_cost still count (then get dropped), so
+    # they take part in the competition like admissible ones.
+    limit = cost.dtype.type(max_cost + _SLACK)  # rounded to the costs' precision, as the solver would see it
+    near = cost < limit
+    rows, cols, cost = rows[near], cols[near], cost[near]
+    alone = (np.bincount(rows)[rows] == 1) & (np.bincount(cols)[cols] == 1)
+    compete = ~alone
+    alone &= cost <= max_cost
+    rows_sub, cols_sub = rows[compete], cols[compete]
+    r_sub, c_sub = np.bincount(rows_sub).nonzero()[0], np.bincount(cols_sub).nonzero()[0]  # sorted, unique
+    sub = np.full((len(r_sub), len(c_sub)), limit, dtype=cost.dtype)
+    sub[np.searchsorted(r_sub, rows_sub), np.searchsorted(c_sub, cols_sub)] = cost[compete]
+    i, j = linear_sum_assignment(sub)
+    keep = sub[i, j] <= max_cost
+    return np.concatenate([rows[alone], r_sub[i[keep]]]), np.concatenate([cols[alone], c_sub[j[keep]]])
 
 
 def linear_assignment(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,30 +90,12 @@ def linear_assignment(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np
 
     Returns ``(matches [K, 2] (row, col), unmatched_rows, unmatched_cols)``.
     """
-    rows, cols = cost.shape
-    if not rows or not cols:
-        return np.empty((0, 2), dtype=np.int64), np.arange(rows), np.arange(cols)
-    admissible = cost <= max_cost
-    per_row = admissible.sum(axis=1)
-    per_col = admissible.sum(axis=0)
-    if per_row.max() <= 1 and per_col.max() <= 1:
-        # every row and column has at most one admissible pair: those pairs are the unique optimum (each saves
-        # at least 1e-4 over leaving both sides unmatched, and none competes with another), no solver needed
-        r = per_row.nonzero()[0]
-        c = admissible[r].argmax(axis=1)
-        free_rows = (per_row == 0).nonzero()[0]
-        free_cols = (per_col == 0).nonzero()[0]
-    else:
-        # inadmissible pairs cost just above the limit: never preferred to leaving both sides unmatched
-        r, c = linear_sum_assignment(np.minimum(cost, max_cost + 1e-4))
-        keep = admissible[r, c]
-        r, c = r[keep], c[keep]
-        row_free = np.ones(rows, dtype=bool)
-        col_free = np.ones(cols, dtype=bool)
-        row_free[r] = False
-        col_free[c] = False
-        free_rows, free_cols = row_free.nonzero()[0], col_free.nonzero()[0]
-    matches = np.empty((len(r), 2), dtype=np.int64)
-    matches[:, 0] = r
-    matches[:, 1] = c
-    return matches, free_rows, free_cols
+    n_rows, n_cols = cost.shape
+    rows, cols = np.nonzero(cost <= max_cost + 2 * _SLACK)  # every pair the solver would not ignore, and more
+    r, c = sparse_assignment(rows, cols, cost[rows, cols], max_cost)
+    matches = np.stack([r, c], axis=1).astype(np.int64, copy=False).reshape(-1, 2)
+    row_free = np.ones(n_rows, dtype=bool)
+    col_free = np.ones(n_cols, dtype=bool)
+    row_free[r] = False
+    col_free[c] = False
+    return matches, row_free.nonzero()[0], col_free.nonzero()[0]
