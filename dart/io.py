@@ -76,3 +76,17 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise InputError(f"cannot read {what} '{path}': {exc}.") from exc
     except yaml.YAMLError as exc:
         raise InputError(f"{what} '{path}' is not valid YAML/JSON: {exc}.") from exc
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 text file's content; a missing or unreadable file is one :class:`InputError` sentence naming
+    ``what`` it should have been (e.g. ``"MOT file"``)."""
+    from dart.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} '{path}' does not exist.")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} '{path}': {exc}.") from exc

@@ -174,7 +174,7 @@ def test_single_files_and_missing_and_extra_sequences(tmp_path, files):
     ("1,1,0,0,10,10\n1,x,0,0,10,10\n", "1,1,0,0,10,10\n", r"gt.txt:2 is not a MOT row"),
     ("1,1,0,0,10,10\n", "1,1,0,0,10\n", r"pred.txt:1 is not a MOT row"),
     ("1.5,1,0,0,10,10\n", "1,1,0,0,10,10\n", "whole numbers"),
-    ("1,1,0,0,-10,10\n", "1,1,0,0,10,10\n", "negative width"),
+    ("1,1,0,0,10,10\n\n1,2,0,0,-10,10\n", "1,1,0,0,10,10\n", "gt.txt:3 has a negative width"),
     ("1,1,0,0,10,10\n", "1,7,0,0,10,10\n1,7,5,5,10,10\n", "the prediction has the same id twice in frame 1"),
 ])
 def test_bad_input_is_one_sentence(tmp_path, gt, pred, message):
@@ -191,6 +191,10 @@ def test_bad_layouts_are_one_sentence(tmp_path, files):
         evaluate_mot(tmp_path / "empty", files / "pred")
     with pytest.raises(InputError, match="give a folder of <sequence>.txt predictions"):
         evaluate_mot(files / "gt", files / "pred" / "perfect.txt")
+    with pytest.raises(InputError, match="predictions sequence 'a', row 2 has frame 2.5"):
+        evaluate_mot({"a": [[1, 1, 0, 0, 5, 5]]}, {"a": [[1, 1, 0, 0, 5, 5], [2.5, 1, 0, 0, 5, 5]]})
+    with pytest.raises(InputError, match="table of numbers"):
+        evaluate_mot({"a": [[1, 1, 0, 0, 5, 5]]}, {"a": [[1, 1, 0, 0, 5, 5], [2]]})
     with pytest.raises(InputError, match="IoU threshold"):
         evaluate_mot(files / "gt" / "perfect.txt", files / "pred" / "perfect.txt", iou=0.0)
 

@@ -38,12 +38,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from dart.errors import InputError
+from dart.io import read_text
 
 ALPHAS = np.arange(0.05, 0.99, 0.05)  # the 19 HOTA localisation thresholds, 0.05 ... 0.95
 EPS = np.finfo(float).eps
@@ -59,7 +60,7 @@ IDENTITY_FIELDS = ("IDF1", "IDP", "IDR", "IDTP", "IDFP", "IDFN")
 COUNT_FIELDS = ("Frames", "GT", "Pred", "GT_IDs", "Pred_IDs")
 
 Rows = np.ndarray  # (N, 9) float64: COLUMNS
-Source = Union[str, Path, Mapping[str, Any]]
+Source = str | Path | Mapping[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -69,45 +70,52 @@ def read_mot(path: str | Path) -> Rows:
 
     A missing file, a line that is not numbers, a frame or id that is not an integer, or a negative width or
     height is one :class:`InputError` sentence naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"MOT file '{path}' does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read MOT file '{path}': {exc}.") from exc
-    rows = []
+    text = read_text(path, "MOT file")
+    rows, numbers = [], []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
-        parts = [p for p in line.replace(",", " ").split()]
         try:
-            values = [float(p) for p in parts[:9]]
+            values = [float(p) for p in line.replace(",", " ").split()[:9]]
         except ValueError:
             values = []
         if len(values) < 6 or not all(map(math.isfinite, values)):
             raise InputError(f"{path}:{number} is not a MOT row (frame,id,x,y,w,h[,conf,class,visibility]): "
                              f"'{line[:60]}'.")
         rows.append(values + [1.0, -1.0, -1.0][len(values) - 6:])
-    return _checked(np.array(rows, dtype=np.float64).reshape(-1, 9), str(path))
+        numbers.append(number)
+    return _checked(np.array(rows, dtype=np.float64).reshape(-1, 9), str(path), numbers)
 
 
-def _checked(rows: np.ndarray, where: str) -> Rows:
-    rows = np.asarray(rows, dtype=np.float64)
+def _checked(rows: np.ndarray, where: str, lines: list[int] | None = None) -> Rows:
+    """``rows`` as ``(N, 9)`` float64 (missing columns filled in), or an InputError naming the bad row (or
+    file line)."""
+    try:
+        rows = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: MOT rows must be a table of numbers ({exc}).") from exc
+    if rows.size == 0:
+        return np.zeros((0, 9))
+    if rows.ndim == 1:
+        rows = rows[None]
     if rows.ndim != 2 or (len(rows) and rows.shape[1] < 6):
         raise InputError(f"{where}: MOT rows need at least 6 columns (frame,id,x,y,w,h), got shape {rows.shape}.")
     if rows.shape[1] < 9:
         fill = np.tile(np.array([1.0, -1.0, -1.0])[rows.shape[1] - 6:], (len(rows), 1))
         rows = np.concatenate([rows, fill], axis=1)
     rows = rows[:, :9]
+
+    def place(i: int) -> str:
+        return f"{where}:{lines[i]}" if lines else f"{where}, row {i + 1}"
+
     bad = np.flatnonzero((rows[:, :2] != np.round(rows[:, :2])).any(axis=1) | (rows[:, 0] < 0))
     if len(bad):
-        raise InputError(f"{where}: row {bad[0] + 1} has frame {rows[bad[0], 0]:g} and id {rows[bad[0], 1]:g}; "
-                         "frames (from 1) and ids must be whole numbers.")
+        raise InputError(f"{place(bad[0])} has frame {rows[bad[0], 0]:g} and id {rows[bad[0], 1]:g}; frames (from 1) "
+                         "and ids must be whole numbers.")
     bad = np.flatnonzero((rows[:, 4] < 0) | (rows[:, 5] < 0))
     if len(bad):
-        raise InputError(f"{where}: row {bad[0] + 1} has a negative width or height ({rows[bad[0], 4]:g} x "
+        raise InputError(f"{place(bad[0])} has a negative width or height ({rows[bad[0], 4]:g} x "
                          f"{rows[bad[0], 5]:g}).")
     return rows
 
@@ -166,8 +174,7 @@ def _load(source: Source, what: str) -> tuple[dict[str, Rows], dict[str, int]]:
             if length is not None:
                 lengths[name] = length
         else:
-            sequences[name] = _checked(np.asarray(value, dtype=np.float64).reshape(len(value), -1) if len(value)
-                                       else np.zeros((0, 9)), f"{what} sequence '{name}'")
+            sequences[name] = _checked(value, f"{what} sequence '{name}'")
     return sequences, lengths
 
 
