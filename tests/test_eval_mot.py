@@ -199,6 +199,31 @@ def test_bad_layouts_are_one_sentence(tmp_path, files):
         evaluate_mot(files / "gt" / "perfect.txt", files / "pred" / "perfect.txt", iou=0.0)
 
 
+def test_scores_the_mot_rows_dart_track_writes(tmp_path):
+    """``Detections.to_mot`` (what ``dart track --save-mot`` writes: 10 columns, frames from 1, 2 decimals) is read
+    as it should: exact boxes give HOTA 1; exchanging the two IDs half-way gives two ID switches and, by hand,
+    AssA = 10 / (10 + 10 + 10) for each id pair (each track covers half of each object)."""
+    from dart.detections import Detections
+
+    gt, lines, swapped = [], [], []
+    for frame in range(1, 21):
+        boxes = np.array([[10 + 3 * frame, 20, 50 + 3 * frame, 100], [300, 40 + 2 * frame, 360, 160 + 2 * frame]])
+        gt += [[frame, oid, *box[:2], *(box[2:] - box[:2]), 1, 1, 1] for oid, box in zip((1, 2), boxes)]
+        dets = Detections(boxes, [0.9, 0.8], [0, 0], ["person", "person"], track_ids=[5, 6])
+        lines += dets.to_mot(frame)
+        swapped += Detections(boxes, [0.9, 0.8], [0, 0], ["a", "a"], track_ids=[5, 6] if frame <= 10 else [6, 5]).to_mot(
+            frame)
+    write_mot(tmp_path / "gt.txt", gt)
+    (tmp_path / "tracks.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "swapped.txt").write_text("\n".join(swapped) + "\n")
+    assert len(lines[0].split(",")) == 10 and lines[0].startswith("1,5,13.00,20.00,40.00,80.00,")
+    perfect = evaluate_mot(tmp_path / "gt.txt", tmp_path / "tracks.txt").combined
+    assert perfect["HOTA"] == 1.0 and perfect["IDF1"] == 1.0 and perfect["MOTA"] == 1.0 and perfect["GT"] == 40
+    swap = evaluate_mot(tmp_path / "gt.txt", tmp_path / "swapped.txt").combined
+    assert swap["IDSW"] == 2 and swap["DetA"] == 1.0 and swap["IDF1"] == 0.5
+    assert swap["AssA"] == pytest.approx(1 / 3) and swap["HOTA"] == pytest.approx(np.sqrt(1 / 3))
+
+
 def test_importable_without_torch():
     code = "import sys, dart.eval.mot; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
