@@ -27,7 +27,7 @@ import numpy as np
 
 from dart.detections import Detections
 from dart.errors import InputError
-from dart.tracking.kalman import KalmanFilter, cxcywh_to_xyxy, xyxy_to_cxcywh
+from dart.tracking.kalman import KalmanFilter, centres_columns, corners_columns
 from dart.tracking.matching import box_iou, overlapping_pairs, pair_iou, sparse_assignment
 
 TRACKED, LOST = 0, 1
@@ -93,13 +93,17 @@ class ByteTrack:
         self.reset()
 
     # --------------------------------------------------------------------------------------------- state
+    # One track per column: the Kalman states ``_mean [8, N]`` and covariances ``_cov [3, 4, N]``, the class votes
+    # ``_votes [classes, N]``, and one entry per track in the 1-D arrays. Every per-track operation of a frame then
+    # runs over contiguous memory, and updates are masked (``np.copyto(..., where=)``) rather than gathered and
+    # scattered. Tracks are stored in the order they were born, so the confirmed ones are in track-ID order.
     def reset(self) -> None:
         self.frame_id = 0
         self._next_id = 1
         self._names = np.zeros(0, dtype=object)  # class id -> class name, learnt from the detections
         self._known = np.zeros(0, dtype=bool)
-        self._mean = np.zeros((0, 8))
-        self._cov = np.zeros((0, 3, 4))  # compact per-coordinate covariances
+        self._mean = np.zeros((8, 0))
+        self._cov = np.zeros((3, 4, 0))  # compact per-coordinate covariances (see dart.tracking.kalman)
         self._state = np.zeros(0, dtype=np.int8)
         self._activated = np.zeros(0, dtype=bool)
         self._last = np.zeros(0, dtype=np.int64)  # frame of the last associated detection
@@ -123,25 +127,28 @@ class ByteTrack:
     def _keep(self, keep: np.ndarray, matched_det: np.ndarray) -> np.ndarray:
         """Keep only the tracks where ``keep`` is true; returns ``matched_det`` cut the same way."""
         for attr in ("_mean", "_cov", "_state", "_activated", "_last", "_start", "_ids", "_score", "_votes"):
-            setattr(self, attr, getattr(self, attr)[keep])
-        return matched_det[keep]
+            setattr(self, attr, getattr(self, attr).compress(keep, axis=-1))
+        return matched_det.compress(keep)
 
-    def _classes(self, index: np.ndarray) -> np.ndarray:
-        return np.argmax(self._votes[index], axis=1) if len(index) else np.zeros(0, dtype=np.int64)
+    def _classes(self, index: np.ndarray | None = None) -> np.ndarray:
+        """The smoothed class of the tracks ``index`` (all tracks if None)."""
+        votes = self._votes if index is None else self._votes.take(index, axis=1)
+        return votes.argmax(axis=0) if votes.size else np.zeros(votes.shape[1], dtype=np.int64)
 
     def _pairs(self, boxes: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (track, detection) pair that any stage could associate, as ``(tracks, dets, cost)`` with cost
         ``1 - IoU`` (float32): the pairs whose boxes overlap (other pairs cost 1, beyond every stage's limit), of
         the same class when ``class_aware``."""
-        track_boxes = cxcywh_to_xyxy(self._mean, np.float32)
+        track_boxes = corners_columns(self._mean, np.float32)  # [4, N]
         if self._zero_iou_counts:
-            tracks, dets = np.divmod(np.arange(len(track_boxes) * len(boxes)), len(boxes))
+            tracks, dets = np.divmod(np.arange(track_boxes.shape[1] * len(boxes)), len(boxes))
         else:
-            tracks, dets = overlapping_pairs(track_boxes, boxes)
+            tracks, dets = overlapping_pairs(track_boxes.T, boxes)
         if self.class_aware and len(tracks):
-            same = self._classes(np.arange(len(self._ids)))[tracks] == classes[dets]
+            same = self._classes().take(tracks) == classes.take(dets)
             tracks, dets = tracks[same], dets[same]
-        return tracks, dets, 1.0 - pair_iou(track_boxes[tracks], boxes[dets])
+        iou = pair_iou(track_boxes.take(tracks, axis=1), boxes.T.take(dets, axis=1))
+        return tracks, dets, 1.0 - iou
 
     @staticmethod
     def _associate(pairs: tuple[np.ndarray, np.ndarray, np.ndarray], tracks: np.ndarray, dets: np.ndarray,
@@ -149,7 +156,7 @@ class ByteTrack:
         """One association stage: minimum-cost matching of the ``tracks`` (mask) to the ``dets`` (mask) among the
         frame's ``pairs``, ``IoU >= min_iou``; records the matches in ``matched_det`` and ``det_free``."""
         t, d, cost = pairs
-        stage = tracks[t] & dets[d]
+        stage = tracks.take(t) & dets.take(d)
         t, d = sparse_assignment(t[stage], d[stage], cost[stage], 1.0 - min_iou)
         matched_det[t] = d
         det_free[d] = False
@@ -171,15 +178,16 @@ class ByteTrack:
         is_low = (scores > self.low_thresh) & ~is_high
 
         n_tracks = len(self._ids)
-        confirmed = self._activated  # only tracked tracks can be unconfirmed
+        confirmed = self._activated  # only tracked tracks can be unconfirmed (read before the hits change it)
         unconfirmed = (~confirmed).nonzero()[0]
-        if len(unconfirmed):
-            pool = confirmed.nonzero()[0]  # confirmed tracks, tracked or lost
-            self._mean[pool[self._state[pool] != TRACKED], 6:] = 0.0  # a lost track stops growing or shrinking
-            self._mean[pool], self._cov[pool] = self.kalman.predict(self._mean[pool], self._cov[pool])
-        elif n_tracks:  # the usual case: every track is confirmed, no gathering and scattering
-            self._mean[self._state != TRACKED, 6:] = 0.0
-            self._mean, self._cov = self.kalman.predict(self._mean, self._cov)
+        if n_tracks:  # predict the confirmed tracks; a lost track stops growing or shrinking
+            self._mean[6:, self._state != TRACKED] = 0.0
+            mean, cov = self.kalman.predict_columns(self._mean, self._cov)
+            if len(unconfirmed):
+                np.copyto(self._mean, mean, where=confirmed)
+                np.copyto(self._cov, cov, where=confirmed)
+            else:  # the usual case: every track is confirmed
+                self._mean, self._cov = mean, cov
         pairs = self._pairs(boxes, classes)  # all tracks x all dets, once per frame
         matched_det = np.full(n_tracks, -1, dtype=np.int64)
         det_free = np.ones(len(dets), dtype=bool)
@@ -195,15 +203,14 @@ class ByteTrack:
         if len(unconfirmed):
             self._associate(pairs, ~confirmed, high_left, self.unconfirmed_match_thresh, matched_det, det_free)
 
-        matched = (matched_det >= 0).nonzero()[0]
-        used = matched_det[matched]
-        self._apply_hits(matched, used, boxes, scores, classes, frame)
+        hit = matched_det >= 0
+        self._apply_hits(hit, matched_det, boxes, scores, classes, frame)
         self._state[newly_lost] = LOST
 
         # 4. births
         births = (high_left & det_free & (scores >= self.new_track_thresh)).nonzero()[0]
-        births = self._suppress_duplicate_births(births, used, boxes, scores)
-        free_unconfirmed = unconfirmed[matched_det[unconfirmed] < 0]
+        births = self._suppress_duplicate_births(births, matched_det[hit], boxes, scores)
+        free_unconfirmed = unconfirmed[matched_det.take(unconfirmed) < 0]
         if len(free_unconfirmed):  # unconfirmed tracks that found no detection go
             keep = np.ones(len(self._ids), dtype=bool)
             keep[free_unconfirmed] = False
@@ -219,12 +226,11 @@ class ByteTrack:
         if drop is not None:
             matched_det = self._keep(~drop, matched_det)
 
-        out = ((self._state == TRACKED) & self._activated & (self._last == frame)).nonzero()[0]
-        out = out[np.argsort(self._ids[out], kind="stable")]
-        return self._output(dets, out, matched_det[out])
+        out = ((self._state == TRACKED) & self._activated & (self._last == frame)).nonzero()[0]  # in ID order
+        return self._output(dets, out, matched_det.take(out))
 
     def _learn_names(self, classes: np.ndarray, names: np.ndarray) -> None:
-        if classes.max() < len(self._known) and self._known[classes].all():
+        if classes.max() < len(self._known) and self._known.take(classes).all():
             return  # the usual case: every class already seen
         if classes.min() < 0:
             raise InputError("class ids must be 0 or more to be tracked.")
@@ -234,25 +240,33 @@ class ByteTrack:
             extra = np.array([str(i) for i in range(len(self._names), width)], dtype=object)
             self._names = np.concatenate([self._names, extra])
             self._known = np.concatenate([self._known, np.zeros(grow, dtype=bool)])
-            self._votes = np.pad(self._votes, ((0, 0), (0, grow)))
+            self._votes = np.pad(self._votes, ((0, grow), (0, 0)))
         new = ~self._known[classes]
         if new.any():
             self._names[classes[new]] = names[new]
             self._known[classes[new]] = True
 
-    def _apply_hits(self, index: np.ndarray, det: np.ndarray, boxes, scores, classes, frame: int) -> None:
+    def _apply_hits(self, hit: np.ndarray, matched_det: np.ndarray, boxes, scores, classes, frame: int) -> None:
+        """Kalman update, score average and class votes of the tracks ``hit`` (mask) with their detection
+        ``matched_det``. Computed for every track at once (a track without a detection gets another one's numbers
+        to compute with), then written only where ``hit``."""
+        index = hit.nonzero()[0]
         if not len(index):
             return
-        self._mean[index], self._cov[index] = self.kalman.update(self._mean[index], self._cov[index],
-                                                                 xyxy_to_cxcywh(boxes[det]))
-        self._state[index] = TRACKED
-        self._last[index] = frame
+        det = matched_det.take(index)
+        every = matched_det.clip(0)  # per track: its detection, or any one
+        measurement = centres_columns(boxes.T.astype(np.float64, order="C")).take(every, axis=1)
+        mean, cov = self.kalman.update_columns(self._mean, self._cov, measurement)
+        np.copyto(self._mean, mean, where=hit)
+        np.copyto(self._cov, cov, where=hit)
+        np.copyto(self._state, TRACKED, where=hit)
+        np.copyto(self._last, frame, where=hit)
         m = self.score_momentum
-        det_scores = scores[det]
-        self._score[index] = m * self._score[index] + (1.0 - m) * det_scores
-        self._votes[index] *= self.class_momentum
-        self._votes[index, classes[det]] += det_scores
-        confirm = index[~self._activated[index]]
+        np.copyto(self._score, m * self._score + (1.0 - m) * scores.take(every), where=hit)
+        np.multiply(self._votes, self.class_momentum, out=self._votes, where=hit)
+        flat = classes.take(det) * len(hit) + index  # flat index of (class, track) in the [classes, N] votes
+        self._votes.put(flat, self._votes.take(flat) + scores.take(det))
+        confirm = index[~self._activated.take(index)]
         if len(confirm):
             self._activated[confirm] = True
             self._assign_ids(confirm)
@@ -266,32 +280,31 @@ class ByteTrack:
         if self.birth_iou is None or not len(births):
             return births
         births = births[np.argsort(-scores[births], kind="stable")]
-        keep = np.ones(len(births), dtype=bool)
-        if len(used):
-            keep &= box_iou(boxes[births], boxes[used]).max(axis=1) < self.birth_iou
-        overlap = box_iou(boxes[births], boxes[births])
-        for i in range(len(births)):
+        n = len(births)
+        iou = box_iou(boxes[births], boxes[np.concatenate([births, used])])  # [births, births + used]
+        keep = iou[:, n:].max(axis=1) < self.birth_iou if len(used) else np.ones(n, dtype=bool)
+        for i in range(n):
             if keep[i]:
-                keep[i + 1:] &= overlap[i, i + 1:] < self.birth_iou
+                keep[i + 1:] &= iou[i, i + 1:n] < self.birth_iou
         return np.sort(births[keep])
 
     def _add_tracks(self, births: np.ndarray, boxes, scores, classes, frame: int) -> None:
         n = len(births)
         if not n:
             return
-        mean, cov = self.kalman.initiate(xyxy_to_cxcywh(boxes[births]))
-        votes = np.zeros((n, self._votes.shape[1]))
-        votes[np.arange(n), classes[births]] = scores[births]
+        mean, cov = self.kalman.initiate_columns(centres_columns(boxes[births].T.astype(np.float64, order="C")))
+        votes = np.zeros((self._votes.shape[0], n))
+        votes[classes[births], np.arange(n)] = scores[births]
         first = len(self._ids)
-        self._mean = np.concatenate([self._mean, mean])
-        self._cov = np.concatenate([self._cov, cov])
+        self._mean = np.concatenate([self._mean, mean], axis=1)
+        self._cov = np.concatenate([self._cov, cov], axis=2)
         self._state = np.concatenate([self._state, np.full(n, TRACKED, dtype=np.int8)])
         self._activated = np.concatenate([self._activated, np.full(n, frame == 1)])
         self._last = np.concatenate([self._last, np.full(n, frame, dtype=np.int64)])
         self._start = np.concatenate([self._start, np.full(n, frame, dtype=np.int64)])
         self._ids = np.concatenate([self._ids, np.zeros(n, dtype=np.int64)])
         self._score = np.concatenate([self._score, scores[births]])
-        self._votes = np.concatenate([self._votes, votes])
+        self._votes = np.concatenate([self._votes, votes], axis=1)
         if frame == 1:
             self._assign_ids(np.arange(first, first + n))
 
@@ -302,13 +315,24 @@ class ByteTrack:
         lost = (self._state == LOST).nonzero()[0]
         if not len(tracked) or not len(lost):
             return None
-        boxes = cxcywh_to_xyxy(self._mean)
-        same = box_iou(boxes[tracked], boxes[lost]) > self.duplicate_iou
-        if self.class_aware:  # classes are kept apart: a rider and their bicycle are not duplicates
-            same &= self._classes(tracked)[:, None] == self._classes(lost)[None, :]
-        if not same.any():  # the usual case
+        # IoU > t needs centres closer than (1 - t) * (w_a + w_b) / 2 in x, and likewise in y: a cheap test (with
+        # a margin for rounding) leaves the exact IoU to the few pairs that pass it, usually none
+        a, b = self._mean[:4].take(tracked, axis=1), self._mean[:4].take(lost, axis=1)
+        gap = np.abs(a[:2, :, None] - b[:2, None, :])
+        reach = a[2:, :, None] + b[2:, None, :]
+        reach *= (1.0 - self.duplicate_iou) * 0.505
+        reach += 1e-6
+        near = (gap <= reach).all(axis=0)
+        if not near.any():  # the usual case
             return None
-        p, q = np.nonzero(same)
+        p, q = near.nonzero()
+        boxes = corners_columns(self._mean)
+        same = pair_iou(boxes.take(tracked[p], axis=1), boxes.take(lost[q], axis=1)) > self.duplicate_iou
+        if self.class_aware:  # classes are kept apart: a rider and their bicycle are not duplicates
+            same &= self._classes(tracked[p]) == self._classes(lost[q])
+        if not same.any():
+            return None
+        p, q = p[same], q[same]
         drop = np.zeros(len(self._ids), dtype=bool)
         age = self._last - self._start
         tracked_older = age[tracked[p]] > age[lost[q]]
@@ -319,17 +343,17 @@ class ByteTrack:
     def _output(self, dets: Detections, index: np.ndarray, det_index: np.ndarray) -> Detections:
         class_ids = self._classes(index)
         out = Detections(
-            xyxy=dets.xyxy[det_index],
-            scores=self._score[index],
+            xyxy=dets.xyxy.take(det_index, axis=0),
+            scores=self._score.take(index),
             class_ids=class_ids,
-            class_names=self._names[class_ids] if len(class_ids) else np.zeros(0, dtype=object),
+            class_names=self._names.take(class_ids),
             masks=None if dets.masks is None else dets.masks[det_index],
-            track_ids=self._ids[index],
+            track_ids=self._ids.take(index),
             image_size=dets.image_size,
         )
-        out.extra["det_scores"] = dets.scores[det_index]
-        out.extra["det_class_ids"] = dets.class_ids[det_index]
-        out.extra["track_xyxy"] = cxcywh_to_xyxy(self._mean[index], np.float32)
+        out.extra["det_scores"] = dets.scores.take(det_index)
+        out.extra["det_class_ids"] = dets.class_ids.take(det_index)
+        out.extra["track_xyxy"] = corners_columns(self._mean.take(index, axis=1), np.float32).T.copy()
         return out
 
 

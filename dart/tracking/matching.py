@@ -11,15 +11,14 @@ _SLACK = 1e-4  # inadmissible pairs cost max_cost + _SLACK in the solver: never 
 
 
 def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of ``a[..., 4]`` with ``b[..., 4]`` (xyxy) element by element, with broadcasting (``[E, 4]`` and
-    ``[E, 4]`` -> ``[E]``). Each IoU is computed by the same float operations as in :func:`box_iou`."""
-    low = np.maximum(a[..., :2], b[..., :2])
-    inter = np.minimum(a[..., 2:], b[..., 2:])
-    inter -= low
+    """IoU of the boxes ``a`` with the boxes ``b`` element by element, one coordinate (x1, y1, x2, y2) per row of
+    the first axis: ``a [4, E]``, ``b [4, E]`` -> ``[E]`` (any shapes that broadcast after the first axis)."""
+    inter = np.minimum(a[2:], b[2:])
+    inter -= np.maximum(a[:2], b[:2])
     np.maximum(inter, 0, out=inter)  # overlap width and height
-    size_a, size_b = a[..., 2:] - a[..., :2], b[..., 2:] - b[..., :2]
-    iou = inter[..., 0] * inter[..., 1]
-    union = size_a[..., 0] * size_a[..., 1] + size_b[..., 0] * size_b[..., 1]
+    size_a, size_b = a[2:] - a[:2], b[2:] - b[:2]
+    iou = inter[0] * inter[1]
+    union = size_a[0] * size_a[1] + size_b[0] * size_b[1]
     union -= iou
     np.maximum(union, 1e-12, out=union)
     iou /= union
@@ -36,7 +35,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=dtype).reshape(-1, 4)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype=dtype)
-    return pair_iou(a[:, None], b[None])
+    return pair_iou(a.T[:, :, None], b.T.copy()[:, None, :])  # [4, N, 1] with [4, 1, M]
 
 
 def overlapping_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
