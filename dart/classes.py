@@ -34,13 +34,9 @@ def normalize_classes(names: list[str]) -> list[str]:
 
 def read_classes_file(path: str | Path) -> list[str]:
     """One class per line (blank lines and lines starting with # are ignored), or a comma-separated line."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"classes file '{path}' does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read classes file '{path}': {exc}.") from exc
+    from dart.io import read_text
+
+    text = read_text(path, "classes file")
     names: list[str] = []
     for line in text.splitlines():
         line = line.strip()

@@ -67,13 +67,9 @@ def read_yaml(path: str | Path, what: str) -> Any:
 
     from dart.errors import InputError
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} '{path}' does not exist.")
+    text = read_text(path, what)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what} '{path}': {exc}.") from exc
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InputError(f"{what} '{path}' is not valid YAML/JSON: {exc}.") from exc
 

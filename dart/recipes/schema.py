@@ -126,13 +126,10 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     """Parse a YAML file; return the data and ``{path tuple: line}`` for every key and list item."""
     import yaml
 
+    from dart.io import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"recipe '{path}' does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read recipe '{path}': {exc}.") from exc
+    text = read_text(path, "recipe")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
