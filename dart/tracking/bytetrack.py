@@ -156,8 +156,8 @@ class ByteTrack:
         """One association stage: minimum-cost matching of the ``tracks`` (mask) to the ``dets`` (mask) among the
         frame's ``pairs``, ``IoU >= min_iou``; records the matches in ``matched_det`` and ``det_free``."""
         t, d, cost = pairs
-        stage = tracks.take(t) & dets.take(d)
-        t, d = sparse_assignment(t[stage], d[stage], cost[stage], 1.0 - min_iou)
+        cost = np.where(tracks.take(t) & dets.take(d), cost, 2.0)  # a pair outside the stage costs too much
+        t, d = sparse_assignment(t, d, cost, 1.0 - min_iou)
         matched_det[t] = d
         det_free[d] = False
 
@@ -181,7 +181,7 @@ class ByteTrack:
         confirmed = self._activated  # only tracked tracks can be unconfirmed (read before the hits change it)
         unconfirmed = (~confirmed).nonzero()[0]
         if n_tracks:  # predict the confirmed tracks; a lost track stops growing or shrinking
-            self._mean[6:, self._state != TRACKED] = 0.0
+            np.copyto(self._mean[6:], 0.0, where=self._state != TRACKED)
             mean, cov = self.kalman.predict_columns(self._mean, self._cov)
             if len(unconfirmed):
                 np.copyto(self._mean, mean, where=confirmed)
@@ -189,8 +189,10 @@ class ByteTrack:
             else:  # the usual case: every track is confirmed
                 self._mean, self._cov = mean, cov
         pairs = self._pairs(boxes, classes)  # all tracks x all dets, once per frame
-        matched_det = np.full(n_tracks, -1, dtype=np.int64)
-        det_free = np.ones(len(dets), dtype=bool)
+        matched_det = np.empty(n_tracks, dtype=np.int64)
+        matched_det.fill(-1)  # per track: the detection it is matched to, -1 for none
+        det_free = np.empty(len(dets), dtype=bool)
+        det_free.fill(True)
 
         # 1. confirmed tracks <-> high-score detections
         self._associate(pairs, confirmed, is_high, self.match_thresh, matched_det, det_free)
@@ -230,8 +232,11 @@ class ByteTrack:
         return self._output(dets, out, matched_det.take(out))
 
     def _learn_names(self, classes: np.ndarray, names: np.ndarray) -> None:
-        if classes.max() < len(self._known) and self._known.take(classes).all():
-            return  # the usual case: every class already seen
+        try:
+            if self._known.take(classes).all():
+                return  # the usual case: every class already seen
+        except IndexError:  # a class id beyond the ones seen so far
+            pass
         if classes.min() < 0:
             raise InputError("class ids must be 0 or more to be tracked.")
         width = int(classes.max()) + 1
@@ -254,7 +259,7 @@ class ByteTrack:
         if not len(index):
             return
         det = matched_det.take(index)
-        every = matched_det.clip(0)  # per track: its detection, or any one
+        every = np.maximum(matched_det, 0)  # per track: its detection, or any one
         measurement = centres_columns(boxes.T.astype(np.float64, order="C")).take(every, axis=1)
         mean, cov = self.kalman.update_columns(self._mean, self._cov, measurement)
         np.copyto(self._mean, mean, where=hit)
@@ -317,15 +322,16 @@ class ByteTrack:
             return None
         # IoU > t needs centres closer than (1 - t) * (w_a + w_b) / 2 in x, and likewise in y: a cheap test (with
         # a margin for rounding) leaves the exact IoU to the few pairs that pass it, usually none
-        a, b = self._mean[:4].take(tracked, axis=1), self._mean[:4].take(lost, axis=1)
-        gap = np.abs(a[:2, :, None] - b[:2, None, :])
-        reach = a[2:, :, None] + b[2:, None, :]
+        a, b = self._mean[:4].take(tracked, axis=1)[:, None, :], self._mean[:4].take(lost, axis=1)[:, :, None]
+        gap = np.abs(a[:2] - b[:2])  # [2, lost, tracked]
+        reach = a[2:] + b[2:]
         reach *= (1.0 - self.duplicate_iou) * 0.505
         reach += 1e-6
-        near = (gap <= reach).all(axis=0)
+        near = gap <= reach
+        near = near[0] & near[1]
         if not near.any():  # the usual case
             return None
-        p, q = near.nonzero()
+        q, p = near.nonzero()
         boxes = corners_columns(self._mean)
         same = pair_iou(boxes.take(tracked[p], axis=1), boxes.take(lost[q], axis=1)) > self.duplicate_iou
         if self.class_aware:  # classes are kept apart: a rider and their bicycle are not duplicates
@@ -353,7 +359,7 @@ class ByteTrack:
         )
         out.extra["det_scores"] = dets.scores.take(det_index)
         out.extra["det_class_ids"] = dets.class_ids.take(det_index)
-        out.extra["track_xyxy"] = corners_columns(self._mean.take(index, axis=1), np.float32).T.copy()
+        out.extra["track_xyxy"] = corners_columns(self._mean[:4].take(index, axis=1), np.float32).T.copy()
         return out
 
 

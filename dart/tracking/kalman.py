@@ -89,13 +89,11 @@ class KalmanFilter:
         self.motion = np.eye(2 * NDIM)  # F, for reference: x' = F x
         self.motion[:NDIM, NDIM:] = np.eye(NDIM)
 
-    def _noise(self, weight: float, mean: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """``out [4, N] += (weight * (w, h, w, h))**2`` per track (the noise of each coordinate scales with the box
-        width or height); returns ``out``."""
-        noise = np.square(weight * mean[2:4])  # [2, N]: (w, h)
-        out[:2] += noise
-        out[2:] += noise
-        return out
+    def _plus_noise(self, weight: float, mean: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``values [4, N] + (weight * (w, h, w, h))**2`` per track: the noise of each coordinate scales with the
+        box width or height."""
+        n = values.shape[-1]
+        return (values.reshape(2, 2, n) + np.square(weight * mean[2:4])).reshape(4, n)  # (x, y), (w, h) + (w, h)
 
     def initiate(self, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """New tracks from unassociated measurements ``[N, 4]`` (cx, cy, w, h): zero velocity, wide uncertainty."""
@@ -107,8 +105,8 @@ class KalmanFilter:
         """:meth:`initiate` for measurements ``[4, N]`` -> ``mean [8, N]``, ``covariance [3, 4, N]``."""
         mean = np.concatenate([measurement, np.zeros_like(measurement)])
         covariance = np.zeros((3, NDIM, mean.shape[1]))
-        self._noise(2 * self.std_weight_position, mean, covariance[POS])
-        self._noise(10 * self.std_weight_velocity, mean, covariance[VEL])
+        covariance[POS] = self._plus_noise(2 * self.std_weight_position, mean, covariance[POS])
+        covariance[VEL] = self._plus_noise(10 * self.std_weight_velocity, mean, covariance[VEL])
         return mean, covariance
 
     def predict(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,15 +116,14 @@ class KalmanFilter:
 
     def predict_columns(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` for ``mean [8, N]``, ``covariance [3, 4, N]``."""
-        p, c, v = covariance
+        c, v = covariance[CROSS], covariance[VEL]
+        pos = 2 * c
+        pos += covariance[POS]
+        pos += v
         out = np.empty_like(covariance)
-        np.multiply(c, 2, out=out[POS])
-        out[POS] += p
-        out[POS] += v
-        self._noise(self.std_weight_position, mean, out[POS])  # p + 2c + v + q_pos
+        out[POS] = self._plus_noise(self.std_weight_position, mean, pos)  # p + 2c + v + q_pos
         np.add(c, v, out=out[CROSS])
-        out[VEL] = v
-        self._noise(self.std_weight_velocity, mean, out[VEL])  # v + q_vel
+        out[VEL] = self._plus_noise(self.std_weight_velocity, mean, v)  # v + q_vel
         mean = mean.copy()
         mean[:NDIM] += mean[NDIM:]
         return mean, out
@@ -138,7 +135,7 @@ class KalmanFilter:
 
     def project_columns(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`project` for ``mean [8, N]``, ``covariance [3, 4, N]`` -> ``[4, N]``, ``[4, N]``."""
-        return mean[:NDIM], self._noise(self.std_weight_position, mean, covariance[POS].copy())
+        return mean[:NDIM], self._plus_noise(self.std_weight_position, mean, covariance[POS])
 
     def update(self, mean: np.ndarray, covariance: np.ndarray, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Correct each track with its associated measurement ``[N, 4]`` (cx, cy, w, h)."""
@@ -152,14 +149,10 @@ class KalmanFilter:
                        measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`update` for ``mean [8, N]``, ``covariance [3, 4, N]``, ``measurement [4, N]``."""
         predicted, s = self.project_columns(mean, covariance)
-        p, c, v = covariance
-        gain_pos, gain_vel = p / s, c / s
+        gain = covariance[:2] / s  # [2, 4, N]: the gains of the positions (p / s) and of the velocities (c / s)
         innovation = measurement - predicted
-        mean = mean.copy()
-        mean[:NDIM] += gain_pos * innovation
-        mean[NDIM:] += gain_vel * innovation
-        out = np.empty_like(covariance)
-        np.subtract(p, gain_pos * p, out=out[POS])
-        np.subtract(c, gain_pos * c, out=out[CROSS])
-        np.subtract(v, gain_vel * c, out=out[VEL])
-        return mean, out
+        n = mean.shape[1]
+        mean = (mean.reshape(2, NDIM, n) + gain * innovation).reshape(2 * NDIM, n)
+        # p - (p/s) p, c - (p/s) c, v - (c/s) c
+        covariance = covariance - gain.take([0, 0, 1], axis=0) * covariance.take([POS, CROSS, CROSS], axis=0)
+        return mean, covariance

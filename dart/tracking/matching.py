@@ -43,13 +43,10 @@ def overlapping_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
     in row-major order: every pair with a non-zero :func:`box_iou` is among them."""
     if not len(a) or not len(b):
         return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
-    ax1, ay1, ax2, ay2 = a.T[:, :, None]  # columns [N, 1]
-    bx1, by1, bx2, by2 = b.T.copy()  # contiguous rows [M]: the inner loop of the broadcast comparisons
-    overlap = ax2 > bx1
-    overlap &= bx2 > ax1
-    overlap &= ay2 > by1
-    overlap &= by2 > ay1
-    return np.divmod(np.flatnonzero(overlap), len(b))
+    a, b = a.T[:, :, None], b.T.copy()[:, None, :]  # [4, N, 1] and contiguous [4, 1, M]
+    overlap = a[2:] > b[:2]  # [2, N, M]: x2 of a beyond x1 of b, and the same in y
+    overlap &= b[2:] > a[:2]
+    return np.divmod(np.flatnonzero(overlap[0] & overlap[1]), b.shape[2])
 
 
 def sparse_assignment(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray,
@@ -72,12 +69,13 @@ def sparse_assignment(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray,
     limit = cost.dtype.type(max_cost + _SLACK)  # rounded to the costs' precision, as the solver would see it
     near = cost < limit
     rows, cols, cost = rows[near], cols[near], cost[near]
-    alone = (np.bincount(rows)[rows] == 1) & (np.bincount(cols)[cols] == 1)
+    alone = (np.bincount(rows).take(rows) == 1) & (np.bincount(cols).take(cols) == 1)
     compete = ~alone
     alone &= cost <= max_cost
     rows_sub, cols_sub = rows[compete], cols[compete]
     r_sub, c_sub = np.bincount(rows_sub).nonzero()[0], np.bincount(cols_sub).nonzero()[0]  # sorted, unique
-    sub = np.full((len(r_sub), len(c_sub)), limit, dtype=cost.dtype)
+    sub = np.empty((len(r_sub), len(c_sub)), dtype=cost.dtype)
+    sub.fill(limit)
     sub[np.searchsorted(r_sub, rows_sub), np.searchsorted(c_sub, cols_sub)] = cost[compete]
     i, j = linear_sum_assignment(sub)
     keep = sub[i, j] <= max_cost
