@@ -131,6 +131,83 @@ def test_bad_sources_are_one_sentence(tmp_path):
         open_source(junk, stride=0)
 
 
+class FlakyCapture:
+    """Stands in for cv2.VideoCapture on a live RTSP stream: each opening in ``sessions`` delivers that many frames
+    and then stops; ``None`` is an opening that fails. Frame i has the value i in its first pixel."""
+
+    def __init__(self, sessions):
+        self.sessions, self.opened, self.sent = list(sessions), 0, 0
+
+    def __call__(self, spec, api=None):
+        count = self.sessions[self.opened] if self.opened < len(self.sessions) else None
+        self.opened += 1
+        outer = self
+
+        class Cap:
+            left = count
+
+            def isOpened(self):  # noqa: N802 - OpenCV's name
+                return count is not None
+
+            def get(self, prop):
+                return {cv2.CAP_PROP_FPS: 25.0, cv2.CAP_PROP_FRAME_WIDTH: 8, cv2.CAP_PROP_FRAME_HEIGHT: 6}.get(prop, 0)
+
+            def read(self):
+                if not self.left:
+                    return False, None
+                self.left -= 1
+                image = np.zeros((6, 8, 3), np.uint8)
+                image[0, 0, 0] = outer.sent
+                outer.sent += 1
+                return True, image
+
+            def release(self):
+                pass
+
+        return Cap()
+
+
+def test_live_stream_reconnects_and_frame_numbers_carry_on(monkeypatch):
+    import dart.video.sources as sources
+
+    monkeypatch.setattr(sources, "RECONNECT_FIRST_DELAY", 0.001)
+    monkeypatch.setattr(sources, "LIVE_READ_RETRIES", 1)
+    # 3 frames, drop; reopen fails once, then 2 frames, drop; reopen works but sends nothing; two failures
+    fake = FlakyCapture([3, None, 2, 0, None, None])
+    monkeypatch.setattr(sources.cv2, "VideoCapture", fake)
+    src = open_source("rtsp://camera/stream", reconnect=3)
+    assert src.live
+    frames = []
+    with pytest.raises(StreamError, match="after 5 frames, and 3 reconnection attempts failed"):
+        for frame in src:
+            frames.append(frame)
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    assert [int(f.image[0, 0, 0]) for f in frames] == [0, 1, 2, 3, 4]
+    assert src.reconnects == 2 and fake.opened == 6  # the tries counted since the last frame, not in total
+
+    fake = FlakyCapture([3, 2])
+    monkeypatch.setattr(sources.cv2, "VideoCapture", fake)
+    with pytest.raises(StreamError, match="after 3 frames \\(the results"):
+        list(open_source("rtsp://camera/stream"))  # reconnect=0: stop at the first drop, as before
+    assert fake.opened == 1
+    with pytest.raises(InputError, match="--reconnect"):
+        open_source("rtsp://camera/stream", reconnect=-1)
+
+
+def test_closing_the_decoder_stops_a_reconnection_wait(monkeypatch):
+    import dart.video.sources as sources
+
+    monkeypatch.setattr(sources, "RECONNECT_FIRST_DELAY", 60.0)
+    monkeypatch.setattr(sources, "RECONNECT_MAX_DELAY", 60.0)
+    monkeypatch.setattr(sources, "LIVE_READ_RETRIES", 1)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", FlakyCapture([2, 5]))
+    reader = DecodeAhead(open_source("rtsp://camera/stream", reconnect=2), depth=4)
+    it = iter(reader)
+    assert [next(it).index, next(it).index] == [0, 1]  # then the stream drops and the reader waits 60 s
+    reader.close(timeout=5.0)
+    assert not reader._thread.is_alive()  # woken by close(), not after the 60 s
+
+
 def test_http_url_source(video_file):
     """A URL goes through OpenCV's FFmpeg network reader (a server on the loopback interface)."""
     import functools

@@ -32,6 +32,10 @@ Start = Annotated[int, typer.Option("--start", min=0, rich_help_panel=VIDEO,
                                     help="Skip this many frames at the start of the source.")]
 Stride = Annotated[int, typer.Option("--stride", min=1, rich_help_panel=VIDEO,
                                      help="Process every n-th frame (the output video plays at fps / stride).")]
+Reconnect = Annotated[int, typer.Option(
+    "--reconnect", min=0, rich_help_panel=VIDEO,
+    help="Camera or live stream: reopen it up to N times in a row when it stops sending frames (1, 2, 4, 8, 10 s "
+         "apart; frame numbers carry on). 0: stop with a message.")]
 Fps = Annotated[Optional[float], typer.Option(
     "--fps", min=0.1, rich_help_panel=VIDEO, help="Frame rate of a folder of images (default 30).")]
 DisplayOpt = Annotated[bool, typer.Option(
@@ -98,6 +102,8 @@ def summary_table(result, title: str) -> Table:
         table.add_row("tracks", str(len(result.track_ids)))
     if result.dropped:
         table.add_row("frames dropped", f"{result.dropped} (inference slower than the live source)")
+    if result.reconnects:
+        table.add_row("reconnected", f"{result.reconnects} times")
     stopped = {"end": "end of source", "user": "stopped by the user", "interrupted": "interrupted (Ctrl-C)",
                "error": "the source failed"}[result.stopped]
     table.add_row("stopped", stopped)
@@ -138,7 +144,8 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     tracker = build_tracker(**tracker_options) if track else None
     if o["conf"] is None:
         o["conf"] = min(0.1, tracker_options["track_thresh"]) if track else D["conf"]
-    src = open_source(source, start=o["start"], stride=o["stride"], max_frames=o["max_frames"], fps=o["fps"])
+    src = open_source(source, start=o["start"], stride=o["stride"], max_frames=o["max_frames"], fps=o["fps"],
+                      reconnect=o["reconnect"])
     try:
         console.print(f"source: {src.describe()}", highlight=False)
         detector = build_detector(console, names, **o)
@@ -176,6 +183,7 @@ def video(
     start: Start = 0,
     stride: Stride = 1,
     fps: Fps = None,
+    reconnect: Reconnect = 0,
     display: DisplayOpt = False,
     sequential: Sequential = False,
     progress: Progress = True,

@@ -53,6 +53,7 @@ class VideoResult:
     stopped: str = "end"  # end | user (q / Esc / callback) | interrupted (Ctrl-C) | error
     error: DartError | None = None
     dropped: int = 0  # live frames dropped because inference was slower than the source
+    reconnects: int = 0  # times a live source was reopened after it stopped sending frames
     detections: int = 0
     track_ids: set[int] = field(default_factory=set)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -65,7 +66,7 @@ class VideoResult:
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "mode": self.mode, "frames": self.frames, "seconds": round(self.seconds, 4),
                 "fps": round(self.fps, 3), "stopped": self.stopped, "error": str(self.error) if self.error else None,
-                "dropped": self.dropped, "detections": self.detections, "tracks": len(self.track_ids),
+                "dropped": self.dropped, "reconnects": self.reconnects, "detections": self.detections, "tracks": len(self.track_ids),
                 "stages": self.stages, "outputs": self.outputs}
 
 
@@ -343,6 +344,7 @@ def run_video(
             result.dropped = reader.dropped
             timer.records["decode"] = list(reader.decode_ms)
         source.close()
+        result.reconnects = getattr(source, "reconnects", 0)
         detector_timer, detector.timer = detector.timer, previous_timer
         result.outputs = sink.close()
         result.frames = sink.frames

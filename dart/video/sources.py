@@ -7,7 +7,8 @@ mid-way raises :class:`StreamError` *after* every frame decoded before, so what 
 
 :class:`DecodeAhead` decodes in a background thread into a bounded queue. For live sources (cameras, RTSP) it
 drops the oldest queued frame instead of blocking, so the picture stays current when inference is slower than
-the camera.
+the camera. A live source opened with ``reconnect=N`` is reopened (up to N tries in a row, 1, 2, 4, 8, 10 s
+apart) when it stops sending frames, and frame numbers carry on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from dart.preprocess import is_image_file, load_image
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEFAULT_FOLDER_FPS = 30.0
 LIVE_READ_RETRIES = 5
+RECONNECT_FIRST_DELAY = 1.0  # seconds before the first reopening; doubled for each further try, up to 10 s
+RECONNECT_MAX_DELAY = 10.0
 
 
 class StreamError(DartError):
@@ -59,6 +62,9 @@ class VideoSource:
     def close(self) -> None:
         pass
 
+    def interrupt(self) -> None:
+        """Ask a source that is waiting (to reconnect, say) to stop waiting; called from another thread."""
+
     def __enter__(self) -> VideoSource:
         return self
 
@@ -79,15 +85,17 @@ def _count_after(total: int, start: int, stride: int, max_frames: int | None) ->
 class CaptureSource(VideoSource):
     """A video file, camera or network stream read with OpenCV's ``VideoCapture`` (FFmpeg backend)."""
 
-    def __init__(self, spec: str | int, *, start: int = 0, stride: int = 1, max_frames: int | None = None):
+    def __init__(self, spec: str | int, *, start: int = 0, stride: int = 1, max_frames: int | None = None,
+                 reconnect: int = 0):
         self.spec = spec
         self.start, self.stride, self.max_frames = start, stride, max_frames
         self.kind = "camera" if isinstance(spec, int) else ("stream" if str(spec).startswith(STREAM_PREFIXES) else "file")
         self.name = f"camera {spec}" if self.kind == "camera" else str(spec)
-        if self.kind == "camera":
-            self.cap = cv2.VideoCapture(spec)
-        else:
-            self.cap = cv2.VideoCapture(str(spec), cv2.CAP_FFMPEG)
+        self.reconnect = reconnect
+        self.reconnects = 0  # successful reopenings
+        self._tries = 0  # reopenings tried since the last frame
+        self._interrupted = threading.Event()
+        self.cap = self._open()
         if not self.cap.isOpened():
             self.cap.release()
             raise InputError(self._cannot_open())
@@ -106,6 +114,29 @@ class CaptureSource(VideoSource):
         self.decoded = 0  # frames actually delivered
         self._t0: float | None = None
         self._closed = False
+
+    def _open(self) -> cv2.VideoCapture:
+        if self.kind == "camera":
+            return cv2.VideoCapture(self.spec)
+        return cv2.VideoCapture(str(self.spec), cv2.CAP_FFMPEG)
+
+    def _reopen(self) -> bool:
+        """A live source stopped sending frames: reopen it, waiting longer before each try (``reconnect`` tries
+        in a row at most; a frame received resets the count)."""
+        while self.live and self._tries < self.reconnect:
+            delay = min(RECONNECT_FIRST_DELAY * 2 ** self._tries, RECONNECT_MAX_DELAY)
+            self._tries += 1
+            if self._interrupted.wait(delay):
+                return False
+            self.cap.release()
+            self.cap = self._open()
+            if self.cap.isOpened():
+                self.reconnects += 1
+                return True
+        return False
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
 
     def _cannot_open(self) -> str:
         if self.kind == "camera":
@@ -137,9 +168,12 @@ class CaptureSource(VideoSource):
         index = self.start
         while self.max_frames is None or self.decoded < self.max_frames:
             image = self._read()
+            if image is None and self.decoded and self._reopen():
+                continue
             if image is None:
                 self._end_of_stream(index)
                 return
+            self._tries = 0
             if self._t0 is None:
                 self._t0 = time.monotonic()
             t = (time.monotonic() - self._t0) if self.live else index / self.fps
@@ -158,7 +192,8 @@ class CaptureSource(VideoSource):
             raise InputError(f"cannot read video '{self.spec}': no frame could be decoded." if self.kind == "file"
                              else f"'{self.name}' opened but sent no frames.")
         if self.live:
-            raise StreamError(f"'{self.name}' stopped sending frames after {self.decoded} frames "
+            tried = f", and {self._tries} reconnection attempts failed" if self._tries else ""
+            raise StreamError(f"'{self.name}' stopped sending frames after {self.decoded} frames{tried} "
                               f"(the results up to frame {index - 1} are saved).")
 
     def close(self) -> None:
@@ -194,12 +229,15 @@ class FolderSource(VideoSource):
 
 
 def open_source(spec: str | int | Path, *, start: int = 0, stride: int = 1, max_frames: int | None = None,
-                fps: float | None = None) -> VideoSource:
+                fps: float | None = None, reconnect: int = 0) -> VideoSource:
     """Open a video file, a folder/glob of images, a camera (``0`` or ``"0"``) or a URL (``rtsp://...``).
 
     ``start`` skips the first frames, ``stride`` keeps every n-th frame, ``max_frames`` caps the frames yielded,
-    ``fps`` sets the rate of image folders (default 30).
+    ``fps`` sets the rate of image folders (default 30), ``reconnect`` is how many times in a row a live camera or
+    stream is reopened when it stops sending frames (0: stop with a :class:`StreamError`).
     """
+    if reconnect < 0:
+        raise InputError(f"--reconnect must be 0 or more, got {reconnect}.")
     if start < 0:
         raise InputError(f"--start must be 0 or more, got {start}.")
     if stride < 1:
@@ -208,10 +246,10 @@ def open_source(spec: str | int | Path, *, start: int = 0, stride: int = 1, max_
         raise InputError(f"--max-frames must be 1 or more, got {max_frames}.")
     opts = dict(start=start, stride=stride, max_frames=max_frames)
     if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
-        return CaptureSource(int(spec), **opts)
+        return CaptureSource(int(spec), reconnect=reconnect, **opts)
     text = str(spec)
     if text.startswith(STREAM_PREFIXES):
-        return CaptureSource(text, **opts)
+        return CaptureSource(text, reconnect=reconnect, **opts)
     folder_fps = fps or DEFAULT_FOLDER_FPS
     path = Path(text).expanduser()
     if any(ch in text for ch in "*?[") or path.is_dir():
@@ -305,6 +343,7 @@ class DecodeAhead:
 
     def close(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self.source.interrupt()  # a source waiting to reconnect gives up at once
         if self._started:
             self._thread.join(timeout)
         else:
