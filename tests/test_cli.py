@@ -160,3 +160,22 @@ def test_building_the_cli_does_not_import_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_option_help_survives_rich_markup():
+    """Help is rendered as rich markup: a '[default: ...]' in an option's help would be eaten as a style tag."""
+    import typer
+    from rich.markup import render
+
+    def params(command, name):
+        for sub_name, sub in getattr(command, "commands", {}).items():
+            yield from params(sub, f"{name} {sub_name}")
+        for param in command.params:
+            if getattr(param, "help", None):
+                yield name, param
+
+    lost = [(name, param.opts) for name, param in params(typer.main.get_command(build_app()), "dart")
+            if render(param.help).plain != param.help.replace("\\[", "[")]
+    assert lost == []
+    res = run("detect", "--help")
+    assert "default: 1008" in " ".join(res.output.split())

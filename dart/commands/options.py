@@ -75,7 +75,7 @@ Imgsz = Annotated[int, typer.Option("--imgsz", rich_help_panel=SPEED,
                                     help="Square input size; a multiple of 14 (1008 is SAM3's native size).")]
 RunImgsz = Annotated[Optional[int], typer.Option(
     "--imgsz", rich_help_panel=SPEED, show_default=False,
-    help="Square input size, a multiple of 14 [default: 1008; with engines: the size they were exported for].")]
+    help="Square input size, a multiple of 14 (default: 1008; with engines: the size they were exported for).")]
 MaxClasses = Annotated[int, typer.Option(
     "--max-classes", min=1, rich_help_panel=SPEED,
     help="Classes per encoder-decoder batch; more classes are processed in chunks.")]
