@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -48,6 +49,10 @@ def test_detect_writes_json_and_image(tmp_path, tiny_ckpt, image_file):
     image = cv2.imread(str(out / "street.jpg"))
     assert image.shape == (90, 160, 3)
     assert "street.jpg" in res.output and "detections" in res.output
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("street.json", "street.jpg"):  # a normal file's mode, not mkstemp's private 0600
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
 def test_detect_folder_classes_file_and_switches(tmp_path, tiny_ckpt):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -151,6 +152,9 @@ def test_pruned_checkpoint_applies_its_spec_on_load(tmp_path, tiny_ckpt):
     expected = fpn(model)
     out = save_pruned(model, tmp_path / "pruned", tokenizer_source=loaded.tokenizer_source, source=str(tiny_ckpt))
     info = json.loads((out / PRUNE_FILE).read_text())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # a normal folder's mode, not mkdtemp's private 0700
     assert info["skip_blocks"] == [2] and info["mask_blocks"] == ["0:attn"] and info["num_blocks"] == 4
 
     reloaded = load_sam3(out, imgsz=TINY_IMGSZ)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -276,6 +277,9 @@ def test_writers_leave_previous_files_alone_until_closed(tmp_path):
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
     assert len(partial) == 1 and json.loads(partial[0].read_text())["frame"] == 0  # complete line, flushed
     assert writer.close() and json.loads(target.read_text())["frame"] == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file's mode, not mkstemp's private 0600
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
     unused = JsonlWriter(tmp_path / "never.jsonl")
     assert not unused.close() and not (tmp_path / "never.jsonl").exists()

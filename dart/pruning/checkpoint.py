@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dart.errors import CheckpointError, InputError
+from dart.io import default_mode
 from dart.pruning.spec import PruneSpec, apply_pruning, kept_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,6 +97,7 @@ def save_pruned(model: nn.Module, folder: str | Path, *, tokenizer_source: str |
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        os.chmod(staging, default_mode(directory=True))
         model.config.to_json_file(str(staging / "config.json"))
         save_file(pruned_state_dict(model), str(staging / WEIGHTS_FILE), metadata={"format": "pt",
                                                                                   "dart_prune": json.dumps(info)})

@@ -21,6 +21,7 @@ import numpy as np
 
 from dart.detections import Detections
 from dart.errors import DependencyError, InputError
+from dart.io import default_mode
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
@@ -29,6 +30,7 @@ def _temp_beside(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial" + path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, default_mode())
     return Path(tmp)
 
 
