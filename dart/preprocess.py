@@ -49,7 +49,7 @@ def to_rgb(image: ImageInput) -> np.ndarray:
         image = load_image(image)
     elif not isinstance(image, np.ndarray):
         if hasattr(image, "convert"):  # PIL
-            return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+            return np.array(image.convert("RGB"))  # a writable copy: torch warns on read-only arrays
         raise InputError(f"unsupported image type {type(image).__name__}: pass a path, a BGR numpy array or a PIL image.")
     if image.dtype != np.uint8:
         raise InputError(f"image arrays must be uint8, got {image.dtype}.")

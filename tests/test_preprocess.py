@@ -32,6 +32,7 @@ def test_bgr_array_path_and_pil_agree(tmp_path):
     a, b = to_rgb(bgr), to_rgb(path)
     c = to_rgb(Image.fromarray(bgr[:, :, ::-1].copy()))
     assert np.array_equal(a, b) and np.array_equal(a, c)
+    assert c.flags.writeable and c.flags.c_contiguous  # torch.from_numpy warns on a read-only PIL view
 
 
 def test_bad_images_are_sentences(tmp_path):
