@@ -130,3 +130,5 @@ def test_cli_bisect_and_compare(tiny_ckpt, tmp_path, tmp_path_factory):
     assert "fpn_1x" in result.output and "presence" in result.output and "1.000000" in result.output
     result = runner.invoke(app, ["precision", "compare", "torch:fp8", "torch:fp32", "-m", str(tiny_ckpt)])
     assert result.exit_code == 2 and "fp32, fp16 or bf16" in result.output
+    result = runner.invoke(app, ["precision", "compare", "--help"])
+    assert "default: person car" in " ".join(result.output.split())  # the default the command uses is in --help

@@ -100,7 +100,9 @@ def compare_command(
     checkpoint: opt.Checkpoint = D["checkpoint"],
     tokenizer: opt.Tokenizer = None,
     image: Image = None,
-    classes: opt.Classes = None,
+    classes: Annotated[Optional[list[str]], typer.Option(
+        "--classes", "-c", rich_help_panel=opt.DETECTION,
+        help="Class names to compare (repeat the flag or separate with commas; default: person car).")] = None,
     text_cache: opt.TextCachePath = None,
     imgsz: opt.Imgsz = D["imgsz"],
     device: opt.Device = D["device"],
