@@ -155,6 +155,7 @@ def test_pruned_checkpoint_applies_its_spec_on_load(tmp_path, tiny_ckpt):
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # a normal folder's mode, not mkdtemp's private 0700
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors writes 0600
     assert info["skip_blocks"] == [2] and info["mask_blocks"] == ["0:attn"] and info["num_blocks"] == 4
 
     reloaded = load_sam3(out, imgsz=TINY_IMGSZ)

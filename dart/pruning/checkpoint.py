@@ -106,6 +106,8 @@ def save_pruned(model: nn.Module, folder: str | Path, *, tokenizer_source: str |
                 for file in Path(tokenizer_source).glob(pattern):
                     shutil.copy2(file, staging / file.name)
         (staging / PRUNE_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        for file in staging.iterdir():
+            os.chmod(file, default_mode())  # safetensors writes its files private (0600)
         _swap_in(staging, folder)
     finally:
         if staging.exists():
