@@ -78,6 +78,7 @@ def test_synthetic_setups_are_labelled_and_plotted_one_line_each(tmp_path, tiny_
     assert report["setups"][0]["setup"]["checkpoint"].startswith("synthetic")
     assert report["setups"][1]["setup"]["prune"] == "skip 1,2"
     assert "synthetic" in res.output and "speed only" in res.output.replace("\n", " ")
+    assert "pruned [synthetic weights]: building" in " ".join(res.output.split())  # printed, not eaten as markup
     png = read_png(out / "class_scaling.png")
     assert has_colour(png, PALETTE[0]) and has_colour(png, PALETTE[1]), "one line per setup"
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 
 def class_scaling_table(report: dict[str, Any]) -> Table:
@@ -17,7 +18,7 @@ def class_scaling_table(report: dict[str, Any]) -> Table:
         table.add_column(name, justify=justify)
     for setup in report["setups"]:
         for i, row in enumerate(setup["rows"]):
-            table.add_row(setup["label"] if i == 0 else "", str(row["classes"]), f"{row['fps']:.1f}",
+            table.add_row(Text(setup["label"]) if i == 0 else "", str(row["classes"]), f"{row['fps']:.1f}",
                           f"{row['total_ms']:.2f}", f"{row['backbone_ms']:.2f}", f"{row['encdec_ms']:.2f}",
                           f"{row['post_ms']:.2f}", f"{row['preprocess_ms']:.2f}")
         table.add_section()

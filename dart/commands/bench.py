@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dart.commands import options as opt
 
@@ -104,7 +105,7 @@ def class_scaling(
     results, device_used = [], None
     for setup in setups:
         size = f"{setup.imgsz}px" if setup.imgsz else "default size"
-        console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {size}, {setup.precision}) ...",
+        console.print(f"[bold]{escape(setup.label())}[/]: building ({setup.backend}, {size}, {setup.precision}) ...",
                       highlight=False)
         detector = setup.build_detector(None, conf=conf)
         device_used = detector.backend.device
@@ -182,7 +183,7 @@ def video(
         backend=backend, engines=engines, device=device, precision=precision, compile=compile, imgsz=imgsz,
         max_classes=max_classes, synthetic=synthetic, synthetic_config=synthetic_config)
     size = f"{setup.imgsz}px" if setup.imgsz else "default size"
-    console.print(f"[bold]{setup.label()}[/]: building ({setup.backend}, {size}) ...", highlight=False)
+    console.print(f"[bold]{escape(setup.label())}[/]: building ({setup.backend}, {size}) ...", highlight=False)
     detector = setup.build_detector(None, conf=conf)
     if setup.synthetic:
         seed_random_text(detector, names)
