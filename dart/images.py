@@ -4,6 +4,7 @@ over them, writing the results (the library side of ``dart detect``)."""
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,15 +70,25 @@ def result_json(path: Path, image_size: tuple[int, int], classes: list[str], det
 
 
 def detect_images(detector, images: list[Path], output: Path, *, save_json: bool = True, save_image: bool = True,
-                  batch: int = 1, progress: bool = True) -> BatchResult:
+                  save_txt: bool = False, save_conf: bool = False, save_coco: bool = False, batch: int = 1,
+                  progress: bool = True) -> BatchResult:
     """Detect in every image; write ``<stem>.json`` and the annotated ``<stem><suffix>`` into ``output``.
 
+    Labels for training other detectors: ``save_txt`` writes YOLO labels ``output/labels/<stem>.txt`` (mask
+    outlines when the detector predicts masks; ``save_conf`` appends scores) and ``labels/classes.txt``;
+    ``save_coco`` writes ``output/instances.json`` (COCO, file names relative to the images' common folder).
     Unreadable images are skipped and reported in :attr:`BatchResult.failed`; every file written is complete.
     """
+    from dart.labels import CocoDataset, write_class_names, write_yolo_labels
+
     result = BatchResult()
     stems = output_stems(images)
-    if save_json or save_image:
+    if save_json or save_image or save_txt or save_coco:
         output.mkdir(parents=True, exist_ok=True)
+    if save_txt:
+        write_class_names(output / "labels" / "classes.txt", detector.classes)
+    coco = CocoDataset(detector.classes) if save_coco else None
+    root = Path(os.path.commonpath([p.parent for p in images])) if images else Path()
     columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=False) as bar:
@@ -99,6 +110,13 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
                     write_json(output / f"{stem}.json", result_json(path, image.shape[:2], detector.classes, dets))
                 if save_image:
                     write_image(output / f"{stem}{path.suffix.lower() or '.jpg'}", annotate(image, dets))
+                if save_txt:
+                    write_yolo_labels(output / "labels" / f"{stem}.txt", dets, image.shape[:2], with_conf=save_conf,
+                                      segments=detector.masks)
+                if coco is not None:
+                    coco.add(path.relative_to(root).as_posix(), image.shape[:2], dets)
                 result.done.append((path, dets))
                 bar.advance(task)
+    if coco is not None:
+        coco.write(output / "instances.json")
     return result

@@ -23,6 +23,13 @@ def detect(
                                             help="Write <name>.json with one object per detection.")] = True,
     save_image: Annotated[bool, typer.Option("--save-image/--no-save-image",
                                              help="Write the annotated image <name>.<ext>.")] = True,
+    save_txt: Annotated[bool, typer.Option(
+        "--save-txt", help="Write YOLO labels OUTPUT/labels/<name>.txt (class cx cy w h, 0..1; with --masks the mask "
+                           "outline) and labels/classes.txt: auto-labelling for training another detector.")] = False,
+    save_conf: Annotated[bool, typer.Option("--save-conf", help="With --save-txt: append each box's score.")] = False,
+    save_coco: Annotated[bool, typer.Option(
+        "--save-coco", help="Write OUTPUT/instances.json: a COCO dataset of all images (boxes; RLE masks with "
+                            "--masks), loadable by pycocotools.")] = False,
     conf: opt.Conf = D["conf"],
     nms: opt.Nms = D["nms"],
     class_agnostic_nms: opt.AgnosticNms = None,
@@ -68,6 +75,8 @@ def detect(
     images = expand_images(sources)
     if output.exists() and not output.is_dir():
         raise InputError(f"output '{output}' exists and is not a folder.")
+    if save_conf and not save_txt:
+        raise InputError("--save-conf adds scores to YOLO labels: add --save-txt.")
     setup = Setup(checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
                   skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, backend=backend,
                   engines=engines, backbone_engine=backbone_engine, encdec_engine=encdec_engine, imgsz=imgsz,
@@ -82,14 +91,14 @@ def detect(
         summary = profile_stages(detector, images[0], warmup=warmup, runs=bench_runs)
         console.print(timing_table(summary, f"per-stage timing, {len(names)} classes, {imgsz}px, "
                                             f"{detector.backend.name} on {detector.backend.device}"))
-    result = detect_images(detector, images, output, save_json=save_json, save_image=save_image, batch=batch,
-                           progress=len(images) > 1)
+    result = detect_images(detector, images, output, save_json=save_json, save_image=save_image, save_txt=save_txt,
+                           save_conf=save_conf, save_coco=save_coco, batch=batch, progress=len(images) > 1)
     if len(result.done) == 1:
         path, dets = result.done[0]
         console.print(detections_table(dets, f"{path.name}: {len(dets)} detections"))
     elif result.done:
         console.print(summary_table([(p.name, d) for p, d in result.done], names))
-    if save_json or save_image:
+    if save_json or save_image or save_txt or save_coco:
         console.print(f"results saved to [bold]{output}[/]")
     if result.failed:
         first, reason = result.failed[0]
