@@ -88,6 +88,13 @@ def test_bad_files_are_sentences(tmp_path, name, payload, match):
         load_sam3(path)
 
 
+@pytest.mark.parametrize("spec,match", [("nope/", "does not exist"), ("no such/repo", "nor a valid hub repo id")])
+def test_missing_folder_or_malformed_repo_id_is_a_sentence(tmp_path, monkeypatch, spec, match):
+    monkeypatch.chdir(tmp_path)  # relative names, as typed on the command line
+    with pytest.raises(CheckpointError, match=match):
+        load_sam3(spec)
+
+
 def test_wrong_architecture_is_refused(tmp_path, tiny_ckpt):
     from safetensors.torch import load_file, save_file
 

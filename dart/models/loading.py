@@ -83,6 +83,7 @@ def _quiet_transformers() -> None:
 def _looks_like_path(spec: str) -> bool:
     return (
         spec.startswith((".", "/", "~"))
+        or spec.endswith("/")
         or "\\" in spec
         or spec.count("/") > 1
         or Path(spec).suffix.lower() in {".pt", ".pth", ".safetensors", ".bin", ".ckpt"}
@@ -98,6 +99,11 @@ def download_checkpoint(repo_id: str, *, local_files_only: bool = False) -> Path
     login = "run `hf auth login` (or set HF_TOKEN)"
     try:
         folder = snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=local_files_only)
+    except hub_errors.HFValidationError as exc:
+        raise CheckpointError(
+            f"checkpoint '{repo_id}' is neither an existing file or folder nor a valid hub repo id (like "
+            f"{DEFAULT_CHECKPOINT}); check the spelling."
+        ) from exc
     except hub_errors.GatedRepoError as exc:
         raise CheckpointError(
             f"{repo_id} is gated: accept its license at https://huggingface.co/{repo_id} and {login}, "
