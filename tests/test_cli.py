@@ -184,3 +184,24 @@ def test_option_help_survives_rich_markup():
     assert lost == []
     res = run("detect", "--help")
     assert "default: 1008" in " ".join(res.output.split())
+
+
+def test_option_help_names_only_flags_its_command_has():
+    """An option whose help starts 'With --X' depends on --X: that flag must exist on the same command."""
+    import re
+
+    import typer
+
+    def commands(command, name):
+        yield name, command
+        for sub_name, sub in getattr(command, "commands", {}).items():
+            yield from commands(sub, f"{name} {sub_name}")
+
+    wrong = []
+    for name, command in commands(typer.main.get_command(build_app()), "dart"):
+        flags = {o for p in command.params for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
+        for param in command.params:
+            match = re.match(r"With (--[a-z0-9-]+)", getattr(param, "help", None) or "")
+            if match and match.group(1) not in flags:
+                wrong.append((name, param.opts[0], match.group(1)))
+    assert wrong == []

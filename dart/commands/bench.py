@@ -223,7 +223,10 @@ def backbones(
         "--checkpoint", "-m", rich_help_panel=opt.MODEL,
         help="SAM3 weights for the sam3 row (default: random weights of SAM3's size; latency does not depend on "
              "the values).")] = None,
-    synthetic_config: SyntheticConfig = None,
+    synthetic_config: Annotated[Optional[Path], typer.Option(
+        "--synthetic-config", rich_help_panel=opt.MODEL,
+        help="A Sam3Config JSON (or folder with config.json) for the random-weight sam3 rows, instead of SAM3's "
+             "full size.")] = None,
     skip_blocks: opt.SkipBlocks = None,
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
