@@ -1,7 +1,15 @@
-"""Class lists: from the command line, from a file, or the 80 COCO names."""
+"""Class lists: from the command line, from a file, or the 80 COCO names; and the vocabulary a detector uses.
+
+A class entry is a name (``"person"``: the name is also the text prompt) or a name with its prompts,
+``"vehicle=car|truck|bus"``: each prompt is detected and all of them are reported as the one class (prompt
+ensembles and synonyms: ``"person=person|pedestrian"``). Overlapping boxes from prompts of one class are merged
+by the per-class NMS.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dart.errors import InputError
@@ -32,6 +40,58 @@ def normalize_classes(names: list[str]) -> list[str]:
     return cleaned
 
 
+PROMPTS_MARK = "="
+PROMPT_SEPARATOR = "|"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What a detector reports (``names``) and what its text encoder reads (``prompts``, each once, with
+    ``prompt_class[i]`` the index of the class prompt ``i`` belongs to)."""
+
+    names: list[str]
+    prompts: list[str]
+    prompt_class: list[int]
+
+    @property
+    def plain(self) -> bool:
+        """One prompt per class, the class's own name."""
+        return self.prompts == self.names
+
+
+def parse_vocabulary(classes: Sequence[str] | Mapping[str, Sequence[str]]) -> Vocabulary:
+    """Class entries (``"person"``, ``"vehicle=car|truck"``) or a ``{name: [prompts]}`` mapping -> Vocabulary.
+    Empty names or prompt lists, a class listed twice and a prompt given to two classes are one sentence each."""
+    if isinstance(classes, Mapping):
+        pairs = [(str(name), [prompts] if isinstance(prompts, str) else [str(p) for p in prompts])
+                 for name, prompts in classes.items()]
+    else:
+        pairs = []
+        for entry in classes:
+            name, mark, prompts = str(entry).partition(PROMPTS_MARK)
+            if mark and not name.strip():
+                raise InputError(f"'{entry}' has prompts but no class name: write it as 'name={prompts}'.")
+            pairs.append((name, prompts.split(PROMPT_SEPARATOR) if mark else [name]))
+    pairs = [(" ".join(name.split()), prompts) for name, prompts in pairs]
+    pairs = [(name, prompts) for name, prompts in pairs if name]  # blank entries (e.g. "a,,b") are dropped
+    names = normalize_classes([name for name, _ in pairs])
+    owner: dict[str, str] = {}
+    prompts_out: list[str] = []
+    prompt_class: list[int] = []
+    for index, (name, prompts) in enumerate(pairs):
+        cleaned = [c for c in (" ".join(str(p).split()) for p in prompts) if c]
+        if not cleaned:
+            raise InputError(f"class '{name}' has no prompts: write it as '{name}' or '{name}=prompt|prompt'.")
+        for prompt in cleaned:
+            if prompt in owner:
+                where = "twice" if owner[prompt] == name else f"for both '{owner[prompt]}' and '{name}'"
+                raise InputError(f"the prompt '{prompt}' is given {where}; each prompt must belong to one class.")
+            owner[prompt] = name
+            prompts_out.append(prompt)
+            prompt_class.append(index)
+    return Vocabulary(names, prompts_out, prompt_class)
+
+
 def read_classes_file(path: str | Path) -> list[str]:
     """One class per line (blank lines and lines starting with # are ignored), or a comma-separated line."""
     from dart.io import read_text
@@ -48,7 +108,8 @@ def read_classes_file(path: str | Path) -> list[str]:
 
 def resolve_classes(classes: list[str] | None = None, classes_file: str | Path | None = None,
                     coco: bool = False) -> list[str]:
-    """Exactly one source of class names: ``classes``, ``classes_file`` or ``coco``."""
+    """Exactly one source of class entries: ``classes``, ``classes_file`` or ``coco`` (entries may carry prompts:
+    ``"vehicle=car|truck"``, see :func:`parse_vocabulary`)."""
     given = sum([bool(classes), classes_file is not None, coco])
     if given == 0:
         raise InputError("no classes given: pass --classes person car ..., --classes-file FILE or --coco.")
@@ -57,6 +118,8 @@ def resolve_classes(classes: list[str] | None = None, classes_file: str | Path |
     if coco:
         return list(COCO80)
     if classes_file is not None:
-        return read_classes_file(classes_file)
-    expanded = [part for item in classes or [] for part in str(item).split(",")]
-    return normalize_classes(expanded)
+        entries = read_classes_file(classes_file)
+    else:
+        entries = normalize_classes([part for item in classes or [] for part in str(item).split(",")])
+    parse_vocabulary(entries)  # a malformed entry is refused before any model is loaded
+    return entries

@@ -8,7 +8,7 @@ per-class NMS, optional class-agnostic NMS and a top-k cap, and maps boxes back 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dart.backends.base import Backend
-from dart.classes import normalize_classes
+from dart.classes import parse_vocabulary
 from dart.detections import Detections
 from dart.errors import InputError
 from dart.models.loading import DEFAULT_CHECKPOINT, LoadedSam3
@@ -77,6 +77,8 @@ class Detector:
             self.text_cache = TextCache(backend.fingerprint, text_cache)
         self.timer = StageTimer()
         self._classes: list[str] = []
+        self._prompts: list[str] = []
+        self._prompt_class: torch.Tensor | None = None  # prompt index -> class index, when classes have prompts
         self._text: tuple[torch.Tensor, torch.Tensor] | None = None
         if classes is not None:
             self.set_classes(classes)
@@ -178,13 +180,21 @@ class Detector:
     def classes(self) -> list[str]:
         return list(self._classes)
 
-    def set_classes(self, names: Sequence[str]) -> None:
-        """Set the vocabulary; text features come from the cache or the text encoder (once per name)."""
-        names = normalize_classes(list(names))
+    @property
+    def prompts(self) -> list[str]:
+        """What the text encoder reads: the class names, or their prompts (``"vehicle=car|truck"``)."""
+        return list(self._prompts)
+
+    def set_classes(self, names: Sequence[str] | Mapping[str, Sequence[str]]) -> None:
+        """Set the vocabulary: class names, entries with prompts (``"vehicle=car|truck|bus"``: every prompt is
+        detected and reported as that class) or a ``{name: [prompts]}`` mapping. Text features come from the cache
+        or the text encoder (once per prompt)."""
+        vocab = parse_vocabulary(names if isinstance(names, Mapping) else list(names))
         encode = self.backend.encode_text if self.backend.has_text_encoder else None
         with self.timer("text"):
-            self._text = self.text_cache.get(names, encode)
-        self._classes = names
+            self._text = self.text_cache.get(vocab.prompts, encode)
+        self._classes, self._prompts = vocab.names, vocab.prompts
+        self._prompt_class = None if vocab.plain else torch.tensor(vocab.prompt_class, dtype=torch.long)
 
     # ------------------------------------------------------------------------------------------------ detect
     def detect(self, image: ImageInput) -> Detections:
@@ -235,7 +245,7 @@ class Detector:
         logits, boxes, presence = [], [], []
         mask_bank: list[dict[tuple[int, int], torch.Tensor]] = [{} for _ in range(batch)]
         step = self.max_classes_per_batch
-        for start in range(0, len(self._classes), step):
+        for start in range(0, len(self._prompts), step):
             chunk_text, chunk_mask = text[start:start + step], text_mask[start:start + step]
             out = self.backend.encdec(features, chunk_text, chunk_mask, return_state=self.masks)
             logits.append(out["logits"])
@@ -259,12 +269,13 @@ class Detector:
 
     def _finish(self, index, logits, boxes, presence, mask_bank, size) -> Detections:
         height, width = size
-        sel = select(logits, boxes, presence, self.post)
+        sel = select(logits, boxes, presence, self.post, groups=self._prompt_class)
         xyxy = to_pixels(sel.boxes, height, width).cpu().numpy()
-        class_ids = sel.class_ids.cpu().numpy()
+        prompt_ids = sel.class_ids.cpu().numpy()
+        class_ids = prompt_ids if self._prompt_class is None else self._prompt_class.numpy()[prompt_ids]
         masks = None
         if self.masks:
-            pairs = zip(class_ids.tolist(), sel.query_ids.tolist())
+            pairs = zip(prompt_ids.tolist(), sel.query_ids.tolist())
             low = [mask_bank[(c, q)] for c, q in pairs]
             stacked = torch.stack(low) if low else torch.zeros((0, 1, 1), device=logits.device)
             masks = upsample_masks(stacked, height, width).cpu().numpy()

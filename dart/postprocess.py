@@ -30,7 +30,7 @@ class PostprocessConfig:
 class Selection:
     """Detections of one image before they become :class:`~dart.detections.Detections`."""
 
-    class_ids: torch.Tensor  # [N] index into the class list
+    class_ids: torch.Tensor  # [N] index into the class (prompt) list
     query_ids: torch.Tensor  # [N] decoder query index
     scores: torch.Tensor  # [N]
     boxes: torch.Tensor  # [N, 4] normalised xyxy
@@ -46,8 +46,12 @@ def scores_from_logits(logits: torch.Tensor, presence_logits: torch.Tensor) -> t
     return logits.float().sigmoid() * presence_logits.float().sigmoid()[..., None]
 
 
-def select(logits: torch.Tensor, boxes: torch.Tensor, presence: torch.Tensor, cfg: PostprocessConfig) -> Selection:
-    """One image: ``logits [C, Q]``, ``boxes [C, Q, 4]``, ``presence [C]`` -> thresholded, NMS-ed, top-k."""
+def select(logits: torch.Tensor, boxes: torch.Tensor, presence: torch.Tensor, cfg: PostprocessConfig,
+           groups: torch.Tensor | None = None) -> Selection:
+    """One image: ``logits [C, Q]``, ``boxes [C, Q, 4]``, ``presence [C]`` -> thresholded, NMS-ed, top-k.
+
+    ``groups [C]`` (optional) puts several prompts in one class: the per-class NMS then runs over each group, so
+    the prompts of one class do not report the same object twice. ``class_ids`` stay prompt indices."""
     present = present_classes(presence, cfg)
     scores = scores_from_logits(logits, presence)
     scores = torch.where(present[:, None], scores, torch.zeros_like(scores))
@@ -55,7 +59,8 @@ def select(logits: torch.Tensor, boxes: torch.Tensor, presence: torch.Tensor, cf
     kept_scores = scores[class_ids, query_ids]
     kept_boxes = boxes[class_ids, query_ids].float()
     if cfg.nms_iou is not None and len(kept_scores):
-        keep = batched_nms(kept_boxes, kept_scores, class_ids, cfg.nms_iou)
+        nms_ids = class_ids if groups is None else groups.to(class_ids.device)[class_ids]
+        keep = batched_nms(kept_boxes, kept_scores, nms_ids, cfg.nms_iou)
         class_ids, query_ids, kept_scores, kept_boxes = class_ids[keep], query_ids[keep], kept_scores[keep], kept_boxes[keep]
     if cfg.agnostic_iou is not None and len(kept_scores):
         keep = nms(kept_boxes, kept_scores, cfg.agnostic_iou)

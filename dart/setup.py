@@ -205,6 +205,9 @@ def seed_random_text(detector: Detector, names: list[str], seed: int = 0) -> Non
     meaningful text encoder, and speed does not depend on the values)."""
     import torch
 
+    from dart.classes import parse_vocabulary
+
+    names = parse_vocabulary(names).prompts if names else []  # the cache is keyed by what the text encoder reads
     backend = detector.backend
     model = backend.loaded.model
     length = int(model.config.text_config.max_position_embeddings)

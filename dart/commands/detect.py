@@ -97,7 +97,7 @@ def detect(
         path, dets = result.done[0]
         console.print(detections_table(dets, f"{path.name}: {len(dets)} detections"))
     elif result.done:
-        console.print(summary_table([(p.name, d) for p, d in result.done], names))
+        console.print(summary_table([(p.name, d) for p, d in result.done], detector.classes))
     if save_json or save_image or save_txt or save_coco:
         console.print(f"results saved to [bold]{output}[/]")
     if result.failed:
