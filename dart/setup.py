@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from dart.detector import Detector
 
 SAM3_BACKBONE = "sam3"
+ENGINES_TEXT_CACHE = "text.safetensors"  # read from an engines folder when no text cache is named
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "checkpoint": (str,), "tokenizer": (str,), "backbone": (str,), "student_weights": (str,),
@@ -66,7 +67,7 @@ class Setup:
     device: str = "auto"
     compile: str | None = None
     max_classes: int = 16
-    text_cache: str | None = None
+    text_cache: str | None = None  # None with an engines folder: its text.safetensors when present
     synthetic: bool = False  # random weights (speed only, never accuracy)
     synthetic_config: str | None = None  # a Sam3Config JSON for synthetic weights (default: full-size SAM3)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -140,6 +141,14 @@ class Setup:
     def label(self) -> str:
         return f"{self.name} [synthetic weights]" if self.synthetic else self.name
 
+    def engines_text_cache(self) -> str | None:
+        """``text.safetensors`` in the engines folder, when no --text-cache is given and it is there: the text
+        features that belong with those engines (as the TensorRT quick start writes them)."""
+        if self.text_cache or not self.engines:
+            return None
+        path = Path(self.engines) / ENGINES_TEXT_CACHE
+        return str(path) if path.is_file() else None
+
     # ---------------------------------------------------------------------------------------- building
     def build_detector(self, classes: list[str] | None = None, **detector_kwargs: Any) -> Detector:
         """Build the :class:`~dart.detector.Detector` this setup describes: the PyTorch backend with SAM3's ViT
@@ -148,8 +157,9 @@ class Setup:
         from dart.detector import Detector
 
         detector_kwargs.setdefault("max_classes_per_batch", self.max_classes)
-        if self.text_cache and not self.synthetic:
-            detector_kwargs.setdefault("text_cache", self.text_cache)
+        text_cache = self.text_cache or self.engines_text_cache()
+        if text_cache and not self.synthetic:
+            detector_kwargs.setdefault("text_cache", text_cache)
         if self.uses_engines:
             return self._engine_detector(classes, detector_kwargs)
         if not self.uses_sam3_backbone or self.student_weights:

@@ -95,6 +95,28 @@ def test_complete_text_cache_never_loads_pytorch(engines, tiny_loaded, tmp_path,
         nocheck.set_classes(["bird"])
 
 
+def test_engines_folder_text_cache_is_used_without_flag(engines, tiny_loaded, tmp_path, monkeypatch):
+    """An engines folder holding text.safetensors (as the TensorRT quick start writes it) needs no --text-cache."""
+    import shutil
+
+    from dart.setup import Setup
+
+    folder = tmp_path / "engines"
+    shutil.copytree(engines, folder)
+    Detector(TorchBackend(tiny_loaded, device="cpu"), CLASSES[:3], text_cache=folder / "text.safetensors")
+    import dart.models.loading as loading
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the PyTorch model was loaded")
+
+    monkeypatch.setattr(loading, "load_sam3", forbidden)
+    setup = Setup(engines=str(folder), device="cpu")
+    assert setup.engines_text_cache() == str(folder / "text.safetensors")
+    det = setup.build_detector(CLASSES[:3], conf=0.1)
+    assert det.classes == CLASSES[:3] and len(det.detect(make_image())) >= 0
+    assert Setup(engines=str(engines), device="cpu").engines_text_cache() is None  # none there: none used
+
+
 def test_text_encoder_from_another_checkpoint_is_refused(engines, tmp_path):
     other = save_tiny_checkpoint(tmp_path / "other", seed=1)
     det = Detector.from_engines(engines=engines, backend="onnxruntime", device="cpu", checkpoint=other)

@@ -27,7 +27,8 @@ ClassesFile = Annotated[Optional[Path], typer.Option(
     "--classes-file", rich_help_panel=DETECTION, help="Text file with one class name per line.")]
 TextCachePath = Annotated[Optional[Path], typer.Option(
     "--text-cache", rich_help_panel=MODEL,
-    help="Cache file for text features (.safetensors): later runs skip the text encoder for known classes.")]
+    help="Cache file for text features (.safetensors): later runs skip the text encoder for known classes. With "
+         "--engines DIR and no --text-cache, DIR/text.safetensors is used if it exists.")]
 Conf = Annotated[float, typer.Option(
     "--conf", min=0.0, max=1.0, rich_help_panel=DETECTION, help="Confidence threshold (score = query x presence).")]
 Nms = Annotated[float, typer.Option(
