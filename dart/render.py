@@ -9,6 +9,13 @@ from rich.table import Table
 from dart.detections import Detections
 
 
+def count(n: int, noun: str) -> str:
+    """``"1 detection"``, ``"3 detections"``, ``"2 classes"``."""
+    if n == 1:
+        return f"{n} {noun}"
+    return f"{n} {noun}es" if noun.endswith(("s", "x", "ch", "sh")) else f"{n} {noun}s"
+
+
 def detections_table(dets: Detections, title: str, limit: int = 50) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right", style="dim")

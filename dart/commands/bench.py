@@ -167,8 +167,9 @@ def video(
     from dart.bench.report import video_table
     from dart.classes import resolve_classes
     from dart.errors import DependencyError
-    from dart.setup import seed_random_text
     from dart.io import write_json
+    from dart.render import count
+    from dart.setup import seed_random_text
 
     try:
         from dart.video.pipeline import benchmark_video
@@ -200,7 +201,7 @@ def video(
     png = output / "video.png"
     bar_plot(bars, png, title="video FPS" + (" (synthetic weights)" if setup.synthetic else ""), xlabel="FPS",
              subtitle=header(env))
-    table = video_table(result, f"video benchmark, {len(names)} classes | {header(env)}")
+    table = video_table(result, f"video benchmark, {count(len(names), 'class')} | {header(env)}")
     if setup.synthetic:
         table.caption = f"{table.caption}; synthetic = random weights: speed only"
     console.print(table)

@@ -65,7 +65,7 @@ def detect(
     from dart.classes import resolve_classes
     from dart.errors import InputError
     from dart.images import detect_images
-    from dart.render import detections_table, summary_table, timing_table
+    from dart.render import count, detections_table, summary_table, timing_table
     from dart.setup import Setup
     from dart.images import expand_images
     from dart.timing import profile_stages
@@ -89,13 +89,13 @@ def detect(
     imgsz = detector.backend.imgsz
     if benchmark:
         summary = profile_stages(detector, images[0], warmup=warmup, runs=bench_runs)
-        console.print(timing_table(summary, f"per-stage timing, {len(names)} classes, {imgsz}px, "
+        console.print(timing_table(summary, f"per-stage timing, {count(len(names), 'class')}, {imgsz}px, "
                                             f"{detector.backend.name} on {detector.backend.device}"))
     result = detect_images(detector, images, output, save_json=save_json, save_image=save_image, save_txt=save_txt,
                            save_conf=save_conf, save_coco=save_coco, batch=batch, progress=len(images) > 1)
     if len(result.done) == 1:
         path, dets = result.done[0]
-        console.print(detections_table(dets, f"{path.name}: {len(dets)} detections"))
+        console.print(detections_table(dets, f"{path.name}: {count(len(dets), 'detection')}"))
     elif result.done:
         console.print(summary_table([(p.name, d) for p, d in result.done], detector.classes))
     if save_json or save_image or save_txt or save_coco:

@@ -48,6 +48,7 @@ def track(ctx: typer.Context, **params: Any) -> None:
 
 def _track_saved(detections: Path, tracker_options: dict[str, Any], params: dict[str, Any]) -> None:
     from dart.errors import InputError
+    from dart.render import count
     from dart.video.pipeline import track_saved_detections
 
     output, save_jsonl = params["output"], params["save_jsonl"]
@@ -62,7 +63,8 @@ def _track_saved(detections: Path, tracker_options: dict[str, Any], params: dict
     stats = track_saved_detections(detections, tracker, save_mot=mot, save_jsonl=save_jsonl,
                                    start=params["start"], stride=params["stride"], max_frames=params["max_frames"],
                                    progress=params["progress"], console=console)
-    console.print(f"{stats['frames']} frames, {stats['detections']} detections -> {stats['tracks']} tracks "
+    console.print(f"{count(stats['frames'], 'frame')}, {count(stats['detections'], 'detection')} -> "
+                  f"{count(stats['tracks'], 'track')} "
                   f"({stats['tracked']} tracked boxes, {stats['ms_per_frame']:.3f} ms per frame in the tracker)",
                   highlight=False)
     for kind, path in stats["outputs"].items():

@@ -128,6 +128,7 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     """Shared body of ``dart video`` and ``dart track`` (parse -> validate -> run -> render)."""
     from dart.classes import resolve_classes
     from dart.errors import DartError, InputError
+    from dart.render import count
     from dart.video import open_source, run_video
 
     console = Console(stderr=o["save_jsonl"] == "-")
@@ -161,7 +162,7 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
         if partial is not None and partial.frames:
             console.print(summary_table(partial, "partial run"))
         raise
-    console.print(summary_table(result, f"{result.frames} frames, {len(names)} classes, "
+    console.print(summary_table(result, f"{count(result.frames, 'frame')}, {count(len(names), 'class')}, "
                                         f"{detector.backend.name} on {detector.backend.device}"))
     if result.stages:
         console.print(stage_table(result.stages, result.mode == "pipelined"))
