@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -52,7 +52,12 @@ def detect(
     engines: opt.Engines = None,
     backbone_engine: opt.BackboneEngine = None,
     encdec_engine: opt.EncdecEngine = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per backbone batch.")] = 1,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images (or tiles) per backbone batch.")] = 1,
+    tile: Annotated[Optional[int], typer.Option(
+        "--tile", min=64, help="Also detect in overlapping tiles of this many pixels and merge (small objects in "
+                               "large images). Default: off.")] = None,
+    tile_overlap: Annotated[float, typer.Option(
+        "--tile-overlap", min=0.0, max=0.9, help="With --tile: share of a tile its neighbours overlap.")] = 0.2,
     benchmark: Annotated[bool, typer.Option("--benchmark", help="Print a per-stage timing table "
                                             "(preprocess, backbone, text, encoder-decoder, post) on the first image.")] = False,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before --benchmark timing.")] = 3,
@@ -92,7 +97,8 @@ def detect(
         console.print(timing_table(summary, f"per-stage timing, {count(len(names), 'class')}, {imgsz}px, "
                                             f"{detector.backend.name} on {detector.backend.device}"))
     result = detect_images(detector, images, output, save_json=save_json, save_image=save_image, save_txt=save_txt,
-                           save_conf=save_conf, save_coco=save_coco, batch=batch, progress=len(images) > 1)
+                           save_conf=save_conf, save_coco=save_coco, batch=batch, tile=tile, tile_overlap=tile_overlap,
+                           progress=len(images) > 1)
     if len(result.done) == 1:
         path, dets = result.done[0]
         console.print(detections_table(dets, f"{path.name}: {count(len(dets), 'detection')}"))
