@@ -123,3 +123,28 @@ def resolve_classes(classes: list[str] | None = None, classes_file: str | Path |
         entries = normalize_classes([part for item in classes or [] for part in str(item).split(",")])
     parse_vocabulary(entries)  # a malformed entry is refused before any model is loaded
     return entries
+
+
+def parse_class_conf(text: str | None, entries: Sequence[str] | None = None) -> dict[str, float]:
+    """``"person=0.5,car=0.35"`` -> ``{"person": 0.5, "car": 0.35}``; a malformed item, or (with the class
+    ``entries``) a name that is not a class, is one sentence."""
+    out: dict[str, float] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, mark, value = item.rpartition("=")
+        name = " ".join(name.split())
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not mark or not name or not 0.0 <= number <= 1.0:
+            raise InputError(f"--class-conf item '{item.strip()}' must be NAME=THRESHOLD with a threshold in [0, 1], "
+                             "e.g. person=0.5.")
+        out[name] = number
+    if entries is not None:
+        names = parse_vocabulary(list(entries)).names
+        unknown = [name for name in out if name not in names]
+        if unknown:
+            raise InputError(f"--class-conf names '{unknown[0]}', which is not one of the classes ({', '.join(names)}).")
+    return out

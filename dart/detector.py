@@ -21,7 +21,15 @@ from dart.detections import Detections
 from dart.errors import InputError
 from dart.models.loading import DEFAULT_CHECKPOINT, LoadedSam3
 from dart.models.sam3 import DEFAULT_IMGSZ, validate_imgsz
-from dart.postprocess import PostprocessConfig, present_classes, scores_from_logits, select, to_pixels, upsample_masks
+from dart.postprocess import (
+    PostprocessConfig,
+    present_classes,
+    score_threshold,
+    scores_from_logits,
+    select,
+    to_pixels,
+    upsample_masks,
+)
 from dart.preprocess import ImageInput, preprocess, to_rgb
 from dart.pruning import PruneSpec
 from dart.text_cache import TextCache
@@ -52,11 +60,16 @@ class Detector:
         masks: bool = False,
         presence_thresh: float | None = None,
         text_cache: str | Path | TextCache | None = None,
+        class_conf: Mapping[str, float] | None = None,
     ):
         for name, value in (("conf", conf), ("nms", nms), ("class_agnostic_nms", class_agnostic_nms),
                             ("presence_thresh", presence_thresh)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise InputError(f"{name} must be between 0 and 1, got {value}.")
+        self.class_conf = dict(class_conf or {})
+        for name, value in self.class_conf.items():
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise InputError(f"the threshold of class '{name}' must be between 0 and 1, got {value}.")
         if max_det < 1:
             raise InputError(f"max_det must be at least 1, got {max_det}.")
         if max_classes_per_batch < 1:
@@ -79,6 +92,7 @@ class Detector:
         self._classes: list[str] = []
         self._prompts: list[str] = []
         self._prompt_class: torch.Tensor | None = None  # prompt index -> class index, when classes have prompts
+        self._conf: torch.Tensor | None = None  # score threshold per prompt, with class_conf
         self._text: tuple[torch.Tensor, torch.Tensor] | None = None
         if classes is not None:
             self.set_classes(classes)
@@ -190,11 +204,19 @@ class Detector:
         detected and reported as that class) or a ``{name: [prompts]}`` mapping. Text features come from the cache
         or the text encoder (once per prompt)."""
         vocab = parse_vocabulary(names if isinstance(names, Mapping) else list(names))
+        unknown = [name for name in self.class_conf if name not in vocab.names]
+        if unknown:
+            raise InputError(f"a threshold is given for '{unknown[0]}', which is not one of the classes "
+                             f"({', '.join(vocab.names)}).")
         encode = self.backend.encode_text if self.backend.has_text_encoder else None
         with self.timer("text"):
             self._text = self.text_cache.get(vocab.prompts, encode)
         self._classes, self._prompts = vocab.names, vocab.prompts
         self._prompt_class = None if vocab.plain else torch.tensor(vocab.prompt_class, dtype=torch.long)
+        self._conf = None
+        if self.class_conf:
+            self._conf = torch.tensor([self.class_conf.get(vocab.names[c], self.post.conf) for c in vocab.prompt_class],
+                                      dtype=torch.float32)
 
     # ------------------------------------------------------------------------------------------------ detect
     def detect(self, image: ImageInput) -> Detections:
@@ -257,8 +279,10 @@ class Detector:
 
     def _collect_masks(self, features, out, text, text_mask, offset, bank) -> None:
         """Masks only for (image, class) pairs that can yield a detection (presence early exit)."""
-        candidates = (scores_from_logits(out["logits"], out["presence"]) > self.post.conf)
-        candidates &= present_classes(out["presence"], self.post)[..., None]
+        conf = None if self._conf is None else self._conf[offset:offset + out["logits"].shape[1]]
+        scores = scores_from_logits(out["logits"], out["presence"])
+        candidates = scores > score_threshold(self.post, conf, scores.device)
+        candidates &= present_classes(out["presence"], self.post, conf)[..., None]
         pairs = torch.nonzero(candidates.any(-1))
         if len(pairs) == 0:
             return
@@ -269,7 +293,7 @@ class Detector:
 
     def _finish(self, index, logits, boxes, presence, mask_bank, size) -> Detections:
         height, width = size
-        sel = select(logits, boxes, presence, self.post, groups=self._prompt_class)
+        sel = select(logits, boxes, presence, self.post, groups=self._prompt_class, conf=self._conf)
         xyxy = to_pixels(sel.boxes, height, width).cpu().numpy()
         prompt_ids = sel.class_ids.cpu().numpy()
         class_ids = prompt_ids if self._prompt_class is None else self._prompt_class.numpy()[prompt_ids]

@@ -36,9 +36,18 @@ class Selection:
     boxes: torch.Tensor  # [N, 4] normalised xyxy
 
 
-def present_classes(presence_logits: torch.Tensor, cfg: PostprocessConfig) -> torch.Tensor:
-    """Boolean mask over classes that pass the presence early exit (``[..., C]``)."""
-    return presence_logits.sigmoid() >= cfg.presence_cutoff
+def present_classes(presence_logits: torch.Tensor, cfg: PostprocessConfig,
+                    conf: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean mask over classes that pass the presence early exit (``[..., C]``); ``conf [C]`` gives each class
+    its own threshold (and so its own exact cutoff, unless ``presence_thresh`` is set)."""
+    if conf is None or cfg.presence_thresh is not None:
+        return presence_logits.sigmoid() >= cfg.presence_cutoff
+    return presence_logits.sigmoid() >= conf.to(presence_logits.device)
+
+
+def score_threshold(cfg: PostprocessConfig, conf: torch.Tensor | None, device: torch.device) -> float | torch.Tensor:
+    """What a ``[..., C, Q]`` score must exceed: ``cfg.conf``, or ``conf [C]`` per class (broadcast over queries)."""
+    return cfg.conf if conf is None else conf.to(device)[:, None]
 
 
 def scores_from_logits(logits: torch.Tensor, presence_logits: torch.Tensor) -> torch.Tensor:
@@ -47,15 +56,16 @@ def scores_from_logits(logits: torch.Tensor, presence_logits: torch.Tensor) -> t
 
 
 def select(logits: torch.Tensor, boxes: torch.Tensor, presence: torch.Tensor, cfg: PostprocessConfig,
-           groups: torch.Tensor | None = None) -> Selection:
+           groups: torch.Tensor | None = None, conf: torch.Tensor | None = None) -> Selection:
     """One image: ``logits [C, Q]``, ``boxes [C, Q, 4]``, ``presence [C]`` -> thresholded, NMS-ed, top-k.
 
     ``groups [C]`` (optional) puts several prompts in one class: the per-class NMS then runs over each group, so
-    the prompts of one class do not report the same object twice. ``class_ids`` stay prompt indices."""
-    present = present_classes(presence, cfg)
+    the prompts of one class do not report the same object twice. ``class_ids`` stay prompt indices.
+    ``conf [C]`` (optional) replaces ``cfg.conf`` with a threshold per class."""
+    present = present_classes(presence, cfg, conf)
     scores = scores_from_logits(logits, presence)
     scores = torch.where(present[:, None], scores, torch.zeros_like(scores))
-    class_ids, query_ids = torch.nonzero(scores > cfg.conf, as_tuple=True)
+    class_ids, query_ids = torch.nonzero(scores > score_threshold(cfg, conf, scores.device), as_tuple=True)
     kept_scores = scores[class_ids, query_ids]
     kept_boxes = boxes[class_ids, query_ids].float()
     if cfg.nms_iou is not None and len(kept_scores):

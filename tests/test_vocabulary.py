@@ -79,3 +79,48 @@ def test_cli_reports_the_class_names(tmp_path, tiny_ckpt, image_file):
     assert {row["class_name"] for row in data["detections"]} <= {"vehicle", "person"}
     res = CliRunner().invoke(build_app(), [*args[:3], "vehicle=car", "bus=car", *args[5:]])
     assert res.exit_code == 2 and "given for both" in res.output
+
+
+@pytest.mark.parametrize("masks", [False, True])
+def test_class_thresholds_equal_filtering_the_low_threshold_run(tiny_backend, masks):
+    """A class threshold above --conf removes exactly that class's boxes at or below it (NMS off, so every one
+    of the many query boxes counts); prompts of a class share its threshold."""
+    classes = ["vehicle=car|truck", "person", "dog"]
+    low = Detector(tiny_backend, classes, conf=0.1, nms=None, masks=masks).detect(make_image(seed=4))
+    cut = float(np.median(low.scores[low.class_names == "vehicle"]))
+    strict = Detector(tiny_backend, classes, conf=0.1, nms=None, class_conf={"vehicle": cut, "dog": 1.0},
+                      masks=masks)
+    got = strict.detect(make_image(seed=4))
+    keep = ((low.class_names == "person") | ((low.class_names == "vehicle") & (low.scores > cut)))
+    assert 0 < len(got) < len(low) and "dog" not in got.class_names and "vehicle" in got.class_names
+    np.testing.assert_allclose(got.xyxy, low.xyxy[keep], atol=1e-4)
+    assert got.class_names.tolist() == low.class_names[keep].tolist()
+    if masks:
+        assert np.array_equal(got.masks, low.masks[keep])
+
+
+def test_class_threshold_errors(tiny_backend):
+    from dart.classes import parse_class_conf
+
+    assert parse_class_conf("person=0.5, traffic light=0.25") == {"person": 0.5, "traffic light": 0.25}
+    for bad in ("person", "person=1.5", "=0.3", "person=high"):
+        with pytest.raises(InputError, match="NAME=THRESHOLD"):
+            parse_class_conf(bad)
+    with pytest.raises(InputError, match="'cat', which is not one of the classes"):
+        parse_class_conf("cat=0.5", ["person", "vehicle=car|truck"])
+    with pytest.raises(InputError, match="'cat', which is not one of the classes"):
+        Detector(tiny_backend, ["person"], class_conf={"cat": 0.5})
+    with pytest.raises(InputError, match="between 0 and 1"):
+        Detector(tiny_backend, ["person"], class_conf={"person": 2.0})
+
+
+def test_cli_class_conf(tmp_path, tiny_ckpt, image_file):
+    out = tmp_path / "out"
+    args = ["detect", str(image_file), "-c", "person", "car", "--checkpoint", str(tiny_ckpt), "--imgsz",
+            str(TINY_IMGSZ), "--device", "cpu", "--conf", "0.1", "-o", str(out)]
+    res = CliRunner().invoke(build_app(), [*args, "--class-conf", "car=1.0"])
+    assert res.exit_code == 0, res.output
+    names = {row["class_name"] for row in json.loads((out / "street.json").read_text())["detections"]}
+    assert names == {"person"}
+    res = CliRunner().invoke(build_app(), [*args, "--class-conf", "bus=0.5"])
+    assert res.exit_code == 2 and "not one of the classes" in res.output

@@ -31,6 +31,7 @@ def detect(
         "--save-coco", help="Write OUTPUT/instances.json: a COCO dataset of all images (boxes; RLE masks with "
                             "--masks), loadable by pycocotools.")] = False,
     conf: opt.Conf = D["conf"],
+    class_conf: opt.ClassConf = None,
     nms: opt.Nms = D["nms"],
     class_agnostic_nms: opt.AgnosticNms = None,
     max_det: opt.MaxDet = D["max_det"],
@@ -67,7 +68,7 @@ def detect(
 
     Example: [bold]dart detect street.jpg --classes person car bicycle -o out/[/]
     """
-    from dart.classes import resolve_classes
+    from dart.classes import parse_class_conf, resolve_classes
     from dart.errors import InputError
     from dart.images import detect_images
     from dart.render import count, detections_table, summary_table, timing_table
@@ -82,6 +83,7 @@ def detect(
         raise InputError(f"output '{output}' exists and is not a folder.")
     if save_conf and not save_txt:
         raise InputError("--save-conf adds scores to YOLO labels: add --save-txt.")
+    thresholds = parse_class_conf(class_conf, names)
     setup = Setup(checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
                   skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, backend=backend,
                   engines=engines, backbone_engine=backbone_engine, encdec_engine=encdec_engine, imgsz=imgsz,
@@ -89,7 +91,8 @@ def detect(
     setup.validate(None)
     if not setup.uses_engines:
         console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
-    detector = setup.build_detector(names, conf=conf, nms=nms, class_agnostic_nms=class_agnostic_nms, max_det=max_det,
+    detector = setup.build_detector(names, conf=conf, class_conf=thresholds, nms=nms,
+                                    class_agnostic_nms=class_agnostic_nms, max_det=max_det,
                                     masks=masks)
     imgsz = detector.backend.imgsz
     if benchmark:

@@ -33,6 +33,9 @@ Conf = Annotated[float, typer.Option(
     "--conf", min=0.0, max=1.0, rich_help_panel=DETECTION, help="Confidence threshold (score = query x presence).")]
 Nms = Annotated[float, typer.Option(
     "--nms", min=0.0, max=1.0, rich_help_panel=DETECTION, help="IoU threshold of the per-class NMS.")]
+ClassConf = Annotated[Optional[str], typer.Option(
+    "--class-conf", rich_help_panel=DETECTION,
+    help="Thresholds for some classes, overriding --conf for them: 'person=0.5,car=0.35'.")]
 AgnosticNms = Annotated[Optional[float], typer.Option(
     "--class-agnostic-nms", min=0.0, max=1.0, rich_help_panel=DETECTION,
     help="Also suppress overlapping boxes across classes at this IoU (e.g. car/truck/van). Off by default.")]

@@ -77,7 +77,8 @@ def build_detector(console: Console, names: list[str], **o: Any):
     setup.validate(None)
     if not setup.uses_engines:
         console.print(f"loading SAM3 from [bold]{o['checkpoint']}[/] ...", highlight=False)
-    return setup.build_detector(names, conf=o["conf"], nms=o["nms"], class_agnostic_nms=o["class_agnostic_nms"],
+    return setup.build_detector(names, conf=o["conf"], class_conf=o["class_conf"], nms=o["nms"],
+                                class_agnostic_nms=o["class_agnostic_nms"],
                                 max_det=o["max_det"], masks=o["masks"])
 
 
@@ -126,13 +127,14 @@ def stage_table(stages: dict[str, dict[str, float]], pipelined: bool) -> Table:
 def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_options: dict[str, Any],
                       **o: Any) -> None:
     """Shared body of ``dart video`` and ``dart track`` (parse -> validate -> run -> render)."""
-    from dart.classes import resolve_classes
+    from dart.classes import parse_class_conf, resolve_classes
     from dart.errors import DartError, InputError
     from dart.render import count
     from dart.video import open_source, run_video
 
     console = Console(stderr=o["save_jsonl"] == "-")
     names = resolve_classes(o["classes"], o["classes_file"], o["coco"])
+    o["class_conf"] = parse_class_conf(o["class_conf"], names)
     if o["save_mot"] is not None and not track:
         raise InputError("--save-mot writes track IDs: add --track (or use `dart track`).")
     if o["display"]:
@@ -193,6 +195,7 @@ def video(
     match_thresh: MatchThresh = TRACK_DEFAULTS["match_thresh"],
     max_time_lost: MaxTimeLost = TRACK_DEFAULTS["max_time_lost"],
     conf: VideoConf = None,
+    class_conf: opt.ClassConf = None,
     nms: opt.Nms = D["nms"],
     class_agnostic_nms: opt.AgnosticNms = None,
     max_det: opt.MaxDet = D["max_det"],
