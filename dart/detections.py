@@ -62,6 +62,8 @@ class Detections:
             masks=None if self.masks is None else self.masks[index],
             track_ids=None if self.track_ids is None else self.track_ids[index],
             image_size=self.image_size,
+            extra={k: v[index] if isinstance(v, np.ndarray) and len(v) == len(self) else v
+                   for k, v in self.extra.items()},  # per-detection arrays follow the selection
         )
 
     @property

@@ -88,3 +88,10 @@ def test_from_supervision_without_names_needs_the_class_list():
     assert back.class_names.tolist() == ["car"] and back.scores.tolist() == [1.0] and back.masks is None
     empty = Detections.from_supervision(sv.Detections.empty())
     assert len(empty) == 0
+
+
+def test_indexing_keeps_per_detection_extras():
+    dets = sample(with_tracks=True)
+    dets.extra.update(det_scores=np.array([0.8, 0.3]), note="tracker output")
+    picked = dets[dets.scores < 0.5]
+    assert picked.extra["det_scores"].tolist() == [0.3] and picked.extra["note"] == "tracker output"
