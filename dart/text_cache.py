@@ -96,3 +96,23 @@ class TextCache:
         with atomic_path(self.path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         self.dirty = False
+
+
+def read_cache_info(path: str | Path) -> dict[str, object]:
+    """What a cache file holds, without a model: ``{"fingerprint", "classes", "dart_version", "shape"}``."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CacheError(f"text cache '{path}' does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            shape = list(f.get_slice("features").get_shape())
+        names = json.loads(meta.get("classes", "null"))
+    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise CacheError(f"text cache '{path}' is corrupt or not a dart text cache ({exc}).") from exc
+    if meta.get("format") != FORMAT or not isinstance(names, list):
+        raise CacheError(f"text cache '{path}' is not a {FORMAT} file.")
+    return {"fingerprint": meta.get("fingerprint"), "classes": names, "dart_version": meta.get("dart_version"),
+            "shape": shape}

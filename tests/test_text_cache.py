@@ -76,3 +76,33 @@ def test_detector_uses_cache_file(tmp_path, tiny_backend, monkeypatch):
     monkeypatch.setattr(tiny_backend, "encode_text", lambda names: calls.append(names))
     det = Detector(tiny_backend, ["car", "person"], text_cache=path)
     assert calls == [] and det.classes == ["car", "person"]
+
+
+def test_text_cache_command_builds_extends_and_shows(tmp_path, tiny_ckpt, tiny_backend):
+    """`dart text-cache build` stores exactly what the text encoder gives for each prompt; a second build only
+    encodes the new ones; `show` lists them without a model."""
+    from typer.testing import CliRunner
+
+    from dart.cli import build_app
+    from dart.text_cache import read_cache_info
+
+    runner, path = CliRunner(), tmp_path / "text.safetensors"
+    base = ["text-cache", "build", "-o", str(path), "--checkpoint", str(tiny_ckpt), "--device", "cpu", "-c"]
+    res = runner.invoke(build_app(), [*base, "vehicle=car|truck", "person"])
+    assert res.exit_code == 0, res.output
+    assert "3 new, 0 already there" in res.output
+    info = read_cache_info(path)
+    assert info["classes"] == ["car", "truck", "person"] and info["fingerprint"] == tiny_backend.fingerprint
+    features, mask = tiny_backend.encode_text(["car", "truck", "person"])
+    cached = TextCache(tiny_backend.fingerprint, path).get(["car", "truck", "person"])
+    torch.testing.assert_close(cached[0], features)
+    assert torch.equal(cached[1], mask)
+    res = runner.invoke(build_app(), [*base, "person", "dog"])
+    assert res.exit_code == 0 and "1 new, 1 already there" in res.output
+    res = runner.invoke(build_app(), ["text-cache", "show", str(path)])
+    assert res.exit_code == 0 and all(n in res.output for n in ("car", "truck", "person", "dog"))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a cache")
+    res = runner.invoke(build_app(), ["text-cache", "show", str(tmp_path / "junk.safetensors")])
+    assert res.exit_code == 2 and "not a dart text cache" in res.output
+    res = runner.invoke(build_app(), ["text-cache", "show", str(tmp_path / "missing.safetensors")])
+    assert res.exit_code == 2 and "does not exist" in res.output

@@ -1,0 +1,72 @@
+"""``dart text-cache``: build a text-feature cache ahead of time, or show what one holds.
+
+An engine deployment (ONNX / TensorRT stages) needs no PyTorch model at all when its class names are in a text
+cache: build the cache once where the checkpoint is, ship it with the engines (``engines/text.safetensors`` is
+found without a flag).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dart.commands import options as opt
+
+D = opt.DEFAULTS
+
+app = typer.Typer(help="Build a text-feature cache for a class list, or show what a cache holds.",
+                  no_args_is_help=True, rich_markup_mode="rich")
+
+
+@app.command("build")
+def build(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Cache file to create or extend (.safetensors).")],
+    classes: opt.Classes = None,
+    classes_file: opt.ClassesFile = None,
+    coco: opt.Coco = False,
+    checkpoint: opt.Checkpoint = D["checkpoint"],
+    tokenizer: opt.Tokenizer = None,
+    device: opt.Device = D["device"],
+) -> None:
+    """Encode the class names (or their prompts) with SAM3's text encoder into a cache file.
+
+    Example: [bold]dart text-cache build --coco -o engines/text.safetensors[/]
+    """
+    from dart.backends.torch_backend import TorchBackend
+    from dart.classes import parse_vocabulary, resolve_classes
+    from dart.models.loading import load_sam3
+    from dart.text_cache import TextCache
+
+    console = Console()
+    prompts = parse_vocabulary(resolve_classes(classes, classes_file, coco)).prompts
+    with console.status(f"loading SAM3 from {checkpoint} ..."):
+        loaded = load_sam3(checkpoint, tokenizer=tokenizer)
+    cache = TextCache(loaded.fingerprint, output)  # another model's cache is refused here, before any work
+    todo = cache.missing(prompts)
+    if todo:
+        backend = TorchBackend(loaded, device=device)
+        with console.status(f"encoding {len(todo)} prompts ..."):
+            cache.get(prompts, backend.encode_text)
+    console.print(f"{output}: {len(cache.entries)} prompts for model {cache.fingerprint} "
+                  f"({len(todo)} new, {len(prompts) - len(todo)} already there)", highlight=False)
+
+
+@app.command("show")
+def show(cache: Annotated[Path, typer.Argument(help="A text cache file.")]) -> None:
+    """List the prompts in a cache and the model it belongs to (no model is loaded).
+
+    Example: [bold]dart text-cache show engines/text.safetensors[/]
+    """
+    from dart.text_cache import read_cache_info
+
+    info = read_cache_info(cache)
+    table = Table(title=f"{cache}: model {info['fingerprint']}, dart {info['dart_version']}", title_justify="left")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("prompt")
+    for i, name in enumerate(info["classes"]):
+        table.add_row(str(i), str(name))
+    Console().print(table)
