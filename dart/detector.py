@@ -223,6 +223,12 @@ class Detector:
         """Detect the current classes in one image (path, BGR array or PIL image)."""
         return self.detect_batch([image])[0]
 
+    def __call__(self, images: ImageInput | list[ImageInput]) -> Detections | list[Detections]:
+        """``det(image)`` -> :class:`Detections`; ``det([image, ...])`` -> one per image (one backbone batch)."""
+        if isinstance(images, (list, tuple)):
+            return self.detect_batch(list(images))
+        return self.detect(images)
+
     def detect_batch(self, images: Sequence[ImageInput]) -> list[Detections]:
         """Detect in several images at once: one backbone batch, one encoder-decoder batch per class chunk."""
         if self._text is None:

@@ -83,6 +83,9 @@ def test_detect_batch_equals_single_images(tiny_backend):
         np.testing.assert_allclose(b.xyxy, single.xyxy, atol=1e-3)
         assert b.masks.shape == (len(b), *image.shape[:2])
         assert (b.masks == single.masks).mean() > 0.999
+    called = det(images)  # the call form: a list is one batch, one image gives one Detections
+    assert all(np.array_equal(c.xyxy, b.xyxy) for c, b in zip(called, batched))
+    assert np.array_equal(det(images[0]).xyxy, det.detect(images[0]).xyxy)
 
 
 def test_masks_match_reference_upsampled(tiny_backend, reference):
