@@ -18,13 +18,48 @@ from dart.io import write_image, write_json
 from dart.preprocess import IMAGE_SUFFIXES, is_image_file, load_image
 
 
+URL_PREFIXES = ("http://", "https://")
+DOWNLOAD_TIMEOUT = 30.0  # seconds
+
+
+def download_image(url: str, folder: str | Path | None = None) -> Path:
+    """Fetch an image URL into ``folder`` (default: ``dart-downloads`` in the system temp folder), keeping the
+    URL's file name; an unreachable URL or an HTTP error is one sentence."""
+    import hashlib
+    import tempfile
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from dart.io import write_bytes
+
+    name = Path(urllib.parse.urlparse(url).path).name or "image"
+    if not is_image_file(Path(name)):
+        name += ".jpg"
+    base = Path(folder) if folder is not None else Path(tempfile.gettempdir()) / "dart-downloads"
+    target = base / hashlib.sha1(url.encode()).hexdigest()[:12] / name  # two URLs never share a file
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:  # noqa: S310 - http(s) only
+            data = response.read()
+    except urllib.error.HTTPError as exc:
+        raise InputError(f"cannot download '{url}': the server answered {exc.code} {exc.reason}.") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise InputError(f"cannot download '{url}': {reason}.") from exc
+    write_bytes(target, data)
+    return target
+
+
 def expand_images(sources: list[str]) -> list[Path]:
     """Files are taken as given, folders contribute their images (sorted, not recursive), globs are expanded
-    (``**`` recurses). A source that matches nothing is one sentence."""
+    (``**`` recurses), http(s) URLs are downloaded. A source that matches nothing is one sentence."""
     if not sources:
-        raise InputError("no images given: pass one or more image files, folders or globs.")
+        raise InputError("no images given: pass one or more image files, folders, globs or URLs.")
     found: list[Path] = []
     for source in sources:
+        if source.startswith(URL_PREFIXES):
+            found.append(download_image(source))
+            continue
         path = Path(source).expanduser()
         if any(ch in source for ch in "*?["):
             matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))

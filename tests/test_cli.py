@@ -205,3 +205,34 @@ def test_option_help_names_only_flags_its_command_has():
             if match and match.group(1) not in flags:
                 wrong.append((name, param.opts[0], match.group(1)))
     assert wrong == []
+
+
+def test_detect_downloads_image_urls(tmp_path, tiny_ckpt, image_file):
+    """http(s) sources are fetched (a server on the loopback interface) and detected like files; a missing one is
+    one sentence."""
+    import functools
+    import http.server
+    import socketserver
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(image_file.parent)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{image_file.name}"
+        out = tmp_path / "out"
+        res = run(*detect_args(tiny_ckpt, url, "-c", "person", "car", "-o", out, "--conf", "0.1"))
+        assert res.exit_code == 0, res.output
+        local = json.loads((out / "street.json").read_text())
+        res = run(*detect_args(tiny_ckpt, image_file, "-c", "person", "car", "-o", tmp_path / "ref", "--conf", "0.1"))
+        assert local["detections"] == json.loads((tmp_path / "ref" / "street.json").read_text())["detections"]
+        res = run(*detect_args(tiny_ckpt, url.replace("street", "missing"), "-c", "person", "-o", out))
+        assert res.exit_code == 2 and "answered 404" in res.output
+    finally:
+        server.shutdown()
+        server.server_close()
+    res = run(*detect_args(tiny_ckpt, url, "-c", "person", "-o", out))  # the server is gone
+    assert res.exit_code == 2 and "cannot download" in res.output
