@@ -117,6 +117,28 @@ def test_engines_folder_text_cache_is_used_without_flag(engines, tiny_loaded, tm
     assert Setup(engines=str(engines), device="cpu").engines_text_cache() is None  # none there: none used
 
 
+def test_text_cache_built_for_an_engines_folder(engines, tiny_ckpt, tmp_path):
+    """`dart text-cache build --engines DIR` checks the checkpoint is the engines' own and writes DIR/text.safetensors."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from dart.cli import build_app
+    from dart.text_cache import read_cache_info
+
+    folder = tmp_path / "engines"
+    shutil.copytree(engines, folder)
+    args = ["text-cache", "build", "--engines", str(folder), "-c", "person", "car", "--device", "cpu"]
+    res = CliRunner().invoke(build_app(), [*args, "--checkpoint", str(tiny_ckpt)])
+    assert res.exit_code == 0, res.output
+    assert read_cache_info(folder / "text.safetensors")["classes"] == ["person", "car"]
+    other = save_tiny_checkpoint(tmp_path / "other", seed=1)
+    res = CliRunner().invoke(build_app(), [*args, "--checkpoint", str(other)])
+    assert res.exit_code == 2 and "were exported from checkpoint" in res.output
+    res = CliRunner().invoke(build_app(), ["text-cache", "build", "-c", "person", "--checkpoint", str(tiny_ckpt)])
+    assert res.exit_code == 2 and "say where the cache goes" in res.output
+
+
 def test_text_encoder_from_another_checkpoint_is_refused(engines, tmp_path):
     other = save_tiny_checkpoint(tmp_path / "other", seed=1)
     det = Detector.from_engines(engines=engines, backend="onnxruntime", device="cpu", checkpoint=other)

@@ -8,7 +8,7 @@ found without a flag).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -24,7 +24,12 @@ app = typer.Typer(help="Build a text-feature cache for a class list, or show wha
 
 @app.command("build")
 def build(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Cache file to create or extend (.safetensors).")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Cache file to create or extend (.safetensors). Default with --engines: "
+                               "ENGINES/text.safetensors.")] = None,
+    engines: Annotated[Optional[Path], typer.Option(
+        "--engines", help="Engines folder the cache is for: the checkpoint must be the one they were exported "
+                          "from, and the cache goes beside them.")] = None,
     classes: opt.Classes = None,
     classes_file: opt.ClassesFile = None,
     coco: opt.Coco = False,
@@ -34,17 +39,32 @@ def build(
 ) -> None:
     """Encode the class names (or their prompts) with SAM3's text encoder into a cache file.
 
-    Example: [bold]dart text-cache build --coco -o engines/text.safetensors[/]
+    Example: [bold]dart text-cache build --coco --engines engines/[/]  (writes engines/text.safetensors)
     """
     from dart.backends.torch_backend import TorchBackend
     from dart.classes import parse_vocabulary, resolve_classes
+    from dart.errors import InputError
+    from dart.setup import ENGINES_TEXT_CACHE
     from dart.models.loading import load_sam3
     from dart.text_cache import TextCache
 
     console = Console()
     prompts = parse_vocabulary(resolve_classes(classes, classes_file, coco)).prompts
+    fingerprint = None
+    if engines is not None:
+        from dart.backends.engine_backend import find_stage_files, infer_engine_kind
+        from dart.export.metadata import read_metadata
+
+        backbone_file, _ = find_stage_files(engines, infer_engine_kind(engines))
+        fingerprint = read_metadata(backbone_file).fingerprint
+        output = output or engines / ENGINES_TEXT_CACHE
+    if output is None:
+        raise InputError("say where the cache goes: -o text.safetensors, or --engines DIR (DIR/text.safetensors).")
     with console.status(f"loading SAM3 from {checkpoint} ..."):
         loaded = load_sam3(checkpoint, tokenizer=tokenizer)
+    if fingerprint is not None and loaded.fingerprint != fingerprint:
+        raise InputError(f"the engines in '{engines}' were exported from checkpoint {fingerprint}, but {checkpoint} "
+                         f"is {loaded.fingerprint}; pass --checkpoint with the checkpoint they were exported from.")
     cache = TextCache(loaded.fingerprint, output)  # another model's cache is refused here, before any work
     todo = cache.missing(prompts)
     if todo:
