@@ -2,7 +2,7 @@
 
 A tracker consumes one frame's :class:`~dart.detections.Detections` at a time, in frame order, and returns the
 detections it is tracking in that frame with ``track_ids`` set (IDs are stable across frames, start at 1 and are
-never reused). Third-party trackers (OC-SORT, BoT-SORT, ...) register under ``[project.entry-points."dart.trackers"]``.
+never reused). Third-party trackers (OC-SORT, ...) register under ``[project.entry-points."dart.trackers"]``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ DEFAULT_TRACKER = "bytetrack"
 
 @runtime_checkable
 class Tracker(Protocol):
-    def update(self, detections: Detections) -> Detections:
-        """Feed the next frame's detections; get back the tracked ones, with ``track_ids``."""
+    def update(self, detections: Detections, image: Any = None) -> Detections:
+        """Feed the next frame's detections; get back the tracked ones, with ``track_ids``. ``image`` is the frame
+        (BGR array) for trackers that look at it (camera motion compensation); others ignore it, and a plugin may
+        leave it out of its signature: the video pipeline passes it only to an ``update`` that takes it."""
         ...
 
     def reset(self) -> None:
@@ -38,3 +40,14 @@ def load_tracker(name: str = DEFAULT_TRACKER, **options: Any) -> Tracker:
     if not isinstance(tracker, Tracker):
         raise InputError(f"the tracker plugin '{name}' does not provide update(detections) and reset().")
     return tracker
+
+
+def takes_image(tracker: Any) -> bool:
+    """Whether ``tracker.update`` accepts the frame as ``image=`` (a parameter of that name, or ``**kwargs``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(tracker.update).parameters
+    except (TypeError, ValueError):
+        return False
+    return "image" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

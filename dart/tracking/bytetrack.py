@@ -162,9 +162,11 @@ class ByteTrack:
         det_free[d] = False
 
     # -------------------------------------------------------------------------------------------- update
-    def update(self, detections: Detections) -> Detections:
+    def update(self, detections: Detections, image: np.ndarray | None = None) -> Detections:
         """Associate this frame's detections with the tracks; return the confirmed tracks seen in this frame
-        (detection boxes and masks, smoothed class and score, ``track_ids``), ordered by track ID."""
+        (detection boxes and masks, smoothed class and score, ``track_ids``), ordered by track ID. ``image`` (the
+        frame) is ignored here; subclasses that use it (camera motion compensation) get it in
+        :meth:`_before_association`."""
         self.frame_id += 1
         frame = self.frame_id
         dets = detections
@@ -188,6 +190,7 @@ class ByteTrack:
                 np.copyto(self._cov, cov, where=confirmed)
             else:  # the usual case: every track is confirmed
                 self._mean, self._cov = mean, cov
+        self._before_association(image)
         pairs = self._pairs(boxes, classes)  # all tracks x all dets, once per frame
         matched_det = np.empty(n_tracks, dtype=np.int64)
         matched_det.fill(-1)  # per track: the detection it is matched to, -1 for none
@@ -230,6 +233,10 @@ class ByteTrack:
 
         out = ((self._state == TRACKED) & self._activated & (self._last == frame)).nonzero()[0]  # in ID order
         return self._output(dets, out, matched_det.take(out))
+
+    def _before_association(self, image: np.ndarray | None) -> None:
+        """Hook between the Kalman prediction and the association (called on every frame, with or without tracks):
+        nothing in ByteTrack; BoT-SORT warps the predicted states by the camera motion here."""
 
     def _learn_names(self, classes: np.ndarray, names: np.ndarray) -> None:
         try:

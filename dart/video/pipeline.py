@@ -35,6 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dart.detections import Detections
 from dart.errors import DartError, InputError
 from dart.timing import StageTimer
+from dart.tracking.base import takes_image
 from dart.video.overlay import Display, TrackOverlay, draw_status
 from dart.video.sources import DecodeAhead, Frame, VideoSource, open_source
 from dart.video.writers import JsonlWriter, MotWriter, VideoWriter
@@ -92,6 +93,8 @@ class FrameSink:
         if save_mot is not None and tracker is None:
             raise InputError("--save-mot writes track IDs: turn tracking on (--track, or use `dart track`).")
         self.tracker = tracker
+        # trackers that look at the frame (camera motion compensation) get it; others keep update(detections)
+        self._tracker_image = tracker is not None and takes_image(tracker)
         self.timer = timer or StageTimer()
         self.on_frame = on_frame
         self.video = VideoWriter(output, fps) if output is not None else None
@@ -109,7 +112,8 @@ class FrameSink:
         """Process one frame; False when the user asked to stop (q / Esc, or the callback returned False)."""
         if self.tracker is not None:
             with self.timer("track"):
-                dets = self.tracker.update(dets)
+                dets = (self.tracker.update(dets, image=frame.image) if self._tracker_image
+                        else self.tracker.update(dets))
             self.track_ids.update(dets.track_ids.tolist())
         self.frames += 1
         self.detections += len(dets)
