@@ -2,11 +2,14 @@
 
     python benchmarks/tracker.py                  # 100 objects, 300 frames
     python benchmarks/tracker.py --objects 20 50 100 200 --frames 500 --reference
+    python benchmarks/tracker.py --botsort        # + BoT-SORT on 1280x720 frames, motion estimation included
 
 Synthetic scene: objects moving at constant speed and bouncing off the borders, box jitter, 5 % missed and 10 %
 low-score detections, a few one-frame false positives. Prints median and p95 milliseconds per
 ``tracker.update`` call, as CPU time of the calling thread and as wall-clock time (the time to build the input Detections is not counted) and, with ``--reference``, the
-same for the published ``cjm-byte-track`` implementation (dev extra) on the same detection stream.
+same for the published ``cjm-byte-track`` implementation (dev extra) on the same detection stream. With
+``--botsort``: BoT-SORT (ByteTrack + camera motion compensation) fed 1280x720 frames of a panning, shaking camera
+over a textured scene, its camera motion estimate included in the time, next to ByteTrack on the same 720p stream.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rich.table import Table
 
 from dart.detections import Detections
 from dart.tracking import ByteTrack
+from dart.tracking.botsort import BoTSORT
 
 
 def detection_stream(objects: int, frames: int, seed: int = 0, size: tuple[int, int] = (1080, 1920)) -> list[Detections]:
@@ -71,6 +75,27 @@ def time_ours(stream: list[Detections]) -> tuple[list[float], list[float]]:
     return timed(ByteTrack().update, stream)
 
 
+def panning_frames(frames: int, size: tuple[int, int] = (720, 1280), seed: int = 0):
+    """``frames`` BGR images of a camera panning 8 px per frame (plus 3 px shake) over smooth random texture; views
+    into one large picture, copied to contiguous frames one at a time (outside the timed call)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    cam = np.round(np.arange(frames)[:, None] * np.array([8, 1]) + rng.normal(0, 3, (frames, 2))).astype(int)
+    cam -= cam.min(axis=0)
+    hh, ww = h + int(cam[:, 1].max()) + 1, w + int(cam[:, 0].max()) + 1
+    small = rng.integers(0, 256, (hh // 8, ww // 8, 3)).astype(np.uint8)
+    world = cv2.resize(small, (ww, hh), interpolation=cv2.INTER_CUBIC)
+    for x, y in cam:
+        yield np.ascontiguousarray(world[y:y + h, x:x + w])
+
+
+def time_botsort(stream: list[Detections], size: tuple[int, int] = (720, 1280)) -> tuple[list[float], list[float]]:
+    tracker = BoTSORT()
+    return timed(lambda item: tracker.update(item[0], image=item[1]), zip(stream, panning_frames(len(stream), size)))
+
+
 def best_of(repeat: int, run) -> tuple[list[float], list[float]]:
     """The run with the lowest median CPU time out of ``repeat`` (as timeit does: the least disturbed one)."""
     runs = [run() for _ in range(max(1, repeat))]
@@ -107,6 +132,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300, help="frames per run (default: 300)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per setting; the least disturbed is shown (default: 3)")
     parser.add_argument("--reference", action="store_true", help="also time cjm-byte-track (pip install cjm-byte-track)")
+    parser.add_argument("--botsort", action="store_true",
+                        help="also time BoT-SORT on 1280x720 frames, camera motion estimate included (and ByteTrack "
+                             "on the same detections)")
     args = parser.parse_args()
 
     table = Table(title=f"tracker.update cost per frame ({cpu_name()}, {args.frames} frames, best of {args.repeat} "
@@ -118,6 +146,10 @@ def main() -> None:
         table.add_row(*row("dart ByteTrack", n, best_of(args.repeat, lambda: time_ours(stream))))
         if args.reference:
             table.add_row(*row("cjm-byte-track", n, best_of(args.repeat, lambda: time_reference(stream))))
+        if args.botsort:
+            hd = detection_stream(n, args.frames, size=(720, 1280))
+            table.add_row(*row("dart ByteTrack, 1280x720", n, best_of(args.repeat, lambda: time_ours(hd))))
+            table.add_row(*row("dart BoT-SORT, 1280x720 frames", n, best_of(args.repeat, lambda: time_botsort(hd))))
     Console().print(table)
 
 
