@@ -102,3 +102,28 @@ def detect_tiled(detector, image: ImageInput, tile: int, *, overlap: float = DEF
     merged.image_size = (height, width)
     keep = suppress_contained(merged, merge_ios)[: detector.post.max_det]
     return merged[keep]
+
+
+class TiledDetector:
+    """A :class:`~dart.detector.Detector` that detects every image with :func:`detect_tiled`; everything else
+    (``classes``, ``set_classes``, ``backend`` ...) is the wrapped detector's. Anything that takes a detector
+    (``dart.eval.coco.evaluate_coco``, say) can take this one."""
+
+    def __init__(self, detector, tile: int, *, overlap: float = DEFAULT_OVERLAP, full_image: bool = True,
+                 merge_ios: float = DEFAULT_MERGE_IOS, batch: int = 4):
+        tile_grid(tile, tile, tile, overlap)  # bad settings are refused now, not on the first image
+        self.detector, self.tile, self.overlap = detector, tile, overlap
+        self.full_image, self.merge_ios, self.batch = full_image, merge_ios, batch
+
+    def detect(self, image: ImageInput) -> Detections:
+        return detect_tiled(self.detector, image, self.tile, overlap=self.overlap, full_image=self.full_image,
+                            merge_ios=self.merge_ios, batch=self.batch)
+
+    def detect_batch(self, images) -> list[Detections]:
+        return [self.detect(image) for image in images]
+
+    def __call__(self, images):
+        return self.detect_batch(list(images)) if isinstance(images, (list, tuple)) else self.detect(images)
+
+    def __getattr__(self, name: str):
+        return getattr(self.detector, name)

@@ -199,6 +199,21 @@ def test_cli_end_to_end_on_tiny_model(tmp_path, tiny_ckpt, dataset):
     assert bad.exit_code == 2 and "other settings" in bad.output
 
 
+def test_cli_tiles(tmp_path, tiny_ckpt, dataset):
+    """--tile evaluates the tiled detector; its settings are part of the run (a resume with another tile is
+    refused)."""
+    images, ann = dataset
+    out = tmp_path / "eval"
+    args = ["eval", "coco", "--images", images, "--annotations", ann, "--max-images", 1, "--checkpoint", tiny_ckpt,
+            "--imgsz", TINY_IMGSZ, "--device", "cpu", "-o", out, "--tile", 64, "--batch", 4]
+    res = CliRunner().invoke(build_app(), [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["tile"] == {"size": 64, "overlap": 0.2}
+    bad = CliRunner().invoke(build_app(), [str(a) for a in args[:-4]] + ["--tile", "96"])
+    assert bad.exit_code == 2 and "other settings" in bad.output
+
+
 def test_configs_compare_setups_across_backends(tmp_path, tmp_path_factory, tiny_ckpt):
     """One table for several setups; the onnxruntime setup scores the same detections as the torch one."""
     from tests.export_helpers import tiny_engines

@@ -13,7 +13,7 @@ from dart.cli import build_app
 from dart.detections import Detections
 from dart.detector import Detector
 from dart.errors import InputError
-from dart.tiling import detect_tiled, suppress_contained, tile_grid
+from dart.tiling import TiledDetector, detect_tiled, suppress_contained, tile_grid
 from tests.conftest import make_image
 from tests.tiny import TINY_IMGSZ
 
@@ -74,6 +74,11 @@ def test_tiled_equals_each_crop_detected_and_moved(tiny_backend, masks):
     if masks:
         assert np.array_equal(got.masks, expected.masks)
     assert len(detect_tiled(detector, image, 200)) == len(detector.detect(image))  # one tile: the whole image
+    tiled = TiledDetector(detector, 64, overlap=0.25, batch=3)  # the Detector interface, tiled
+    assert tiled.classes == detector.classes and tiled.masks == masks
+    assert all(np.array_equal(a.xyxy, got.xyxy) for a in tiled.detect_batch([image, image]))
+    with pytest.raises(InputError, match="overlap"):
+        TiledDetector(detector, 64, overlap=1.0)
 
 
 def test_cli_tile(tmp_path, tiny_ckpt, image_file):

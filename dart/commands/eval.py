@@ -62,7 +62,13 @@ def coco(
     imgsz: opt.RunImgsz = None,
     max_classes: opt.MaxClasses = D["max_classes"],
     batch: Annotated[int, typer.Option("--batch", min=1, rich_help_panel=opt.SPEED,
-                                       help="Images per backbone batch.")] = 1,
+                                       help="Images (or tiles, with --tile) per backbone batch.")] = 1,
+    tile: Annotated[Optional[int], typer.Option(
+        "--tile", min=64, rich_help_panel=opt.DETECTION,
+        help="Also detect in overlapping tiles of this many pixels and merge (see dart detect --tile). Default: off.")] = None,
+    tile_overlap: Annotated[float, typer.Option(
+        "--tile-overlap", min=0.0, max=0.9, rich_help_panel=opt.DETECTION,
+        help="With --tile: share of a tile its neighbours overlap.")] = 0.2,
 ) -> None:
     """Detect the 80 COCO categories on a COCO-format dataset and report AP, AP50, AP75, AP_S/M/L.
 
@@ -110,6 +116,11 @@ def coco(
         detector = setup.build_detector(names, conf=conf, nms=nms, max_det=max_det, masks=masks)
         settings = {"setup": setup.describe(), "fingerprint": detector.backend.fingerprint, "conf": conf, "nms": nms,
                     "max_det": max_det, "categories": categories}
+        if tile:
+            from dart.tiling import TiledDetector
+
+            detector = TiledDetector(detector, tile, overlap=tile_overlap, batch=batch)
+            settings["tile"] = {"size": tile, "overlap": tile_overlap}
         try:
             result = evaluate_coco(detector, images, annotations, out, max_images=max_images, masks=masks,
                                    classes=names, resume=resume, batch=batch, rank=rank, world=world,
