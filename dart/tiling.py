@@ -107,7 +107,9 @@ def detect_tiled(detector, image: ImageInput, tile: int, *, overlap: float = DEF
 class TiledDetector:
     """A :class:`~dart.detector.Detector` that detects every image with :func:`detect_tiled`; everything else
     (``classes``, ``set_classes``, ``backend`` ...) is the wrapped detector's. Anything that takes a detector
-    (``dart.eval.coco.evaluate_coco``, say) can take this one."""
+    (``dart.eval.coco.evaluate_coco``, ``dart.video.run_video``) can take this one."""
+
+    splits_stages = False  # detect() is whole: a video pipeline must not call the wrapped detector's stages
 
     def __init__(self, detector, tile: int, *, overlap: float = DEFAULT_OVERLAP, full_image: bool = True,
                  merge_ios: float = DEFAULT_MERGE_IOS, batch: int = 4):

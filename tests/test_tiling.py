@@ -89,3 +89,40 @@ def test_cli_tile(tmp_path, tiny_ckpt, image_file):
     assert res.exit_code == 0, res.output
     rows = json.loads((out / "street.json").read_text())["detections"]
     assert rows and all(0 <= r["box_xyxy"][0] <= r["box_xyxy"][2] <= 160 for r in rows)
+
+
+def test_video_runs_tiled_frames_whole(tiny_backend, tmp_path):
+    """run_video never calls a tiled detector's inner stages (even when asked to overlap them): every frame's
+    detections equal detect_tiled on that frame; `dart video --tile` takes the same path."""
+    import cv2
+
+    from dart.tiling import TiledDetector
+    from dart.video import open_source, run_video, same_detections
+
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 90))
+    for i in range(4):
+        writer.write(np.ascontiguousarray(np.roll(make_image(90, 160, seed=2), 5 * i, axis=1)))
+    writer.release()
+    detector = Detector(tiny_backend, ["person", "car"], conf=0.1)
+    tiled = TiledDetector(detector, 64)
+    got = []
+    run_video(tiled, path, progress=False, overlap_stages=True, on_frame=lambda frame, dets: got.append(dets))
+    with open_source(path) as src:
+        expected = [detect_tiled(detector, frame.image, 64) for frame in src]
+    assert same_detections(got, expected) and sum(len(d) for d in got) > 0
+
+
+def test_cli_video_tile(tmp_path, tiny_ckpt):
+    import cv2
+
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 90))
+    for i in range(3):
+        writer.write(make_image(90, 160, seed=i))
+    writer.release()
+    res = CliRunner().invoke(build_app(), ["video", str(path), "-c", "person", "--checkpoint", str(tiny_ckpt),
+                                           "--imgsz", str(TINY_IMGSZ), "--device", "cpu", "--conf", "0.1",
+                                           "--tile", "64", "--save-jsonl", str(tmp_path / "d.jsonl"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -54,11 +54,8 @@ def detect(
     backbone_engine: opt.BackboneEngine = None,
     encdec_engine: opt.EncdecEngine = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images (or tiles) per backbone batch.")] = 1,
-    tile: Annotated[Optional[int], typer.Option(
-        "--tile", min=64, help="Also detect in overlapping tiles of this many pixels and merge (small objects in "
-                               "large images). Default: off.")] = None,
-    tile_overlap: Annotated[float, typer.Option(
-        "--tile-overlap", min=0.0, max=0.9, help="With --tile: share of a tile its neighbours overlap.")] = 0.2,
+    tile: opt.Tile = None,
+    tile_overlap: opt.TileOverlap = 0.2,
     benchmark: Annotated[bool, typer.Option("--benchmark", help="Print a per-stage timing table "
                                             "(preprocess, backbone, text, encoder-decoder, post) on the first image.")] = False,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before --benchmark timing.")] = 3,

@@ -63,12 +63,8 @@ def coco(
     max_classes: opt.MaxClasses = D["max_classes"],
     batch: Annotated[int, typer.Option("--batch", min=1, rich_help_panel=opt.SPEED,
                                        help="Images (or tiles, with --tile) per backbone batch.")] = 1,
-    tile: Annotated[Optional[int], typer.Option(
-        "--tile", min=64, rich_help_panel=opt.DETECTION,
-        help="Also detect in overlapping tiles of this many pixels and merge (see dart detect --tile). Default: off.")] = None,
-    tile_overlap: Annotated[float, typer.Option(
-        "--tile-overlap", min=0.0, max=0.9, rich_help_panel=opt.DETECTION,
-        help="With --tile: share of a tile its neighbours overlap.")] = 0.2,
+    tile: opt.Tile = None,
+    tile_overlap: opt.TileOverlap = 0.2,
 ) -> None:
     """Detect the 80 COCO categories on a COCO-format dataset and report AP, AP50, AP75, AP_S/M/L.
 

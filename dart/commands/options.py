@@ -36,6 +36,13 @@ Nms = Annotated[float, typer.Option(
 ClassConf = Annotated[Optional[str], typer.Option(
     "--class-conf", rich_help_panel=DETECTION,
     help="Thresholds for some classes, overriding --conf for them: 'person=0.5,car=0.35'.")]
+Tile = Annotated[Optional[int], typer.Option(
+    "--tile", min=64, rich_help_panel=DETECTION,
+    help="Also detect in overlapping tiles of this many pixels and merge (small objects in large images). "
+         "Default: off.")]
+TileOverlap = Annotated[float, typer.Option(
+    "--tile-overlap", min=0.0, max=0.9, rich_help_panel=DETECTION,
+    help="With --tile: share of a tile its neighbours overlap.")]
 AgnosticNms = Annotated[Optional[float], typer.Option(
     "--class-agnostic-nms", min=0.0, max=1.0, rich_help_panel=DETECTION,
     help="Also suppress overlapping boxes across classes at this IoU (e.g. car/truck/van). Off by default.")]

@@ -152,6 +152,10 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     try:
         console.print(f"source: {src.describe()}", highlight=False)
         detector = build_detector(console, names, **o)
+        if o["tile"]:
+            from dart.tiling import TiledDetector
+
+            detector = TiledDetector(detector, o["tile"], overlap=o["tile_overlap"])
     except BaseException:
         src.close()
         raise
@@ -196,6 +200,8 @@ def video(
     max_time_lost: MaxTimeLost = TRACK_DEFAULTS["max_time_lost"],
     conf: VideoConf = None,
     class_conf: opt.ClassConf = None,
+    tile: opt.Tile = None,
+    tile_overlap: opt.TileOverlap = 0.2,
     nms: opt.Nms = D["nms"],
     class_agnostic_nms: opt.AgnosticNms = None,
     max_det: opt.MaxDet = D["max_det"],

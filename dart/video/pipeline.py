@@ -287,7 +287,8 @@ def run_video(
     """Detect (and track) every frame of ``source``; write ``output`` (annotated video), ``save_jsonl``,
     ``save_mot``; show a preview window with ``display``.
 
-    ``sequential=True`` turns the pipelining off. ``overlap_stages`` (default: on CUDA) splits detection into a
+    ``sequential=True`` turns the pipelining off. ``overlap_stages`` (default: on CUDA; never for a detector with
+    ``splits_stages = False`` such as :class:`~dart.tiling.TiledDetector`) splits detection into a
     backbone worker and an encoder-decoder worker on separate CUDA streams. ``on_frame(frame, detections)`` is
     called for every frame in order (return False to stop). Ctrl-C stops cleanly (``result.stopped ==
     "interrupted"``); a source that dies mid-stream raises its :class:`~dart.errors.DartError` after every
@@ -322,6 +323,7 @@ def run_video(
             else:
                 reader = DecodeAhead(source, depth=depth)
                 overlap = _is_cuda(detector) if overlap_stages is None else overlap_stages
+                overlap = overlap and getattr(detector, "splits_stages", True)  # a tiled detector runs whole
                 if overlap or display:
                     # detection in worker threads (on CUDA: backbone and encoder-decoder on their own streams);
                     # the caller's thread handles the frames (a preview window must live on it)
