@@ -106,18 +106,16 @@ def result_json(path: Path, image_size: tuple[int, int], classes: list[str], det
 
 def detect_images(detector, images: list[Path], output: Path, *, save_json: bool = True, save_image: bool = True,
                   save_txt: bool = False, save_conf: bool = False, save_coco: bool = False, batch: int = 1,
-                  tile: int | None = None, tile_overlap: float = 0.2, progress: bool = True) -> BatchResult:
+                  progress: bool = True) -> BatchResult:
     """Detect in every image; write ``<stem>.json`` and the annotated ``<stem><suffix>`` into ``output``.
 
     Labels for training other detectors: ``save_txt`` writes YOLO labels ``output/labels/<stem>.txt`` (mask
     outlines when the detector predicts masks; ``save_conf`` appends scores) and ``labels/classes.txt``;
     ``save_coco`` writes ``output/instances.json`` (COCO, file names relative to the images' common folder).
-    ``tile`` (pixels) detects each image in overlapping tiles too (:func:`dart.tiling.detect_tiled`), for small
-    objects in large images. Unreadable images are skipped and reported in :attr:`BatchResult.failed`; every file
+    ``detector`` may be a :class:`dart.tiling.TiledDetector` (small objects in large images). Unreadable images are skipped and reported in :attr:`BatchResult.failed`; every file
     written is complete.
     """
     from dart.labels import CocoDataset, write_class_names, write_yolo_labels
-    from dart.tiling import detect_tiled
 
     result = BatchResult()
     stems = output_stems(images)
@@ -142,10 +140,7 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
                     bar.advance(task)
             if not loaded:
                 continue
-            if tile:
-                all_dets = [detect_tiled(detector, im, tile, overlap=tile_overlap, batch=batch) for _, _, im in loaded]
-            else:
-                all_dets = detector.detect_batch([im for _, _, im in loaded])
+            all_dets = detector.detect_batch([im for _, _, im in loaded])
             for (path, stem, image), dets in zip(loaded, all_dets):
                 if save_json:
                     write_json(output / f"{stem}.json", result_json(path, image.shape[:2], detector.classes, dets))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -11,12 +12,19 @@ from pathlib import Path
 from typing import Any
 
 
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once: reading it means setting it, which must not happen while writer threads
+    create files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def default_mode(directory: bool = False) -> int:
     """The mode ``open()`` / ``mkdir()`` would give a new file or folder under the current umask (``mkstemp`` and
     ``mkdtemp`` make them private, which a renamed output must not stay)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
+    return (0o777 if directory else 0o666) & ~_umask()
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,20 +37,8 @@ class TextCache:
             self._load()
 
     def _load(self) -> None:
-        from safetensors import SafetensorError, safe_open
-
         assert self.path is not None
-        try:
-            with safe_open(str(self.path), framework="pt") as f:
-                meta = f.metadata() or {}
-                features, mask = f.get_tensor("features"), f.get_tensor("mask")
-            names = json.loads(meta.get("classes", "null"))
-        except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise CacheError(
-                f"text cache '{self.path}' is corrupt or not a dart text cache ({exc}); delete it and it will be rebuilt."
-            ) from exc
-        if meta.get("format") != FORMAT or not isinstance(names, list) or len(names) != len(features):
-            raise CacheError(f"text cache '{self.path}' is not a {FORMAT} file; delete it and it will be rebuilt.")
+        meta, names, features, mask = _read(self.path, tensors=True)
         if meta.get("fingerprint") != self.fingerprint:
             raise CacheError(
                 f"text cache '{self.path}' was built for model {meta.get('fingerprint')}, not for this model "
@@ -98,21 +87,34 @@ class TextCache:
         self.dirty = False
 
 
-def read_cache_info(path: str | Path) -> dict[str, object]:
-    """What a cache file holds, without a model: ``{"fingerprint", "classes", "dart_version", "shape"}``."""
+def _read(path: Path, tensors: bool) -> tuple[dict[str, str], list[str], Any, Any]:
+    """``(metadata, names, features, mask)`` of a cache file (with ``tensors=False``: the features' shape and no
+    mask); a corrupt or foreign file is one :class:`CacheError` sentence."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise CacheError(f"text cache '{path}' does not exist.")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            shape = list(f.get_slice("features").get_shape())
+            if tensors:
+                features, mask = f.get_tensor("features"), f.get_tensor("mask")
+            else:
+                features, mask = list(f.get_slice("features").get_shape()), None
         names = json.loads(meta.get("classes", "null"))
     except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise CacheError(f"text cache '{path}' is corrupt or not a dart text cache ({exc}).") from exc
-    if meta.get("format") != FORMAT or not isinstance(names, list):
-        raise CacheError(f"text cache '{path}' is not a {FORMAT} file.")
+        raise CacheError(
+            f"text cache '{path}' is corrupt or not a dart text cache ({exc}); delete it and it will be rebuilt."
+        ) from exc
+    count = len(features) if tensors else (features[0] if features else 0)
+    if meta.get("format") != FORMAT or not isinstance(names, list) or len(names) != count:
+        raise CacheError(f"text cache '{path}' is not a {FORMAT} file; delete it and it will be rebuilt.")
+    return meta, names, features, mask
+
+
+def read_cache_info(path: str | Path) -> dict[str, object]:
+    """What a cache file holds, without a model: ``{"fingerprint", "classes", "dart_version", "shape"}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CacheError(f"text cache '{path}' does not exist.")
+    meta, names, shape, _ = _read(path, tensors=False)
     return {"fingerprint": meta.get("fingerprint"), "classes": names, "dart_version": meta.get("dart_version"),
             "shape": shape}

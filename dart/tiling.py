@@ -96,9 +96,7 @@ def detect_tiled(detector, image: ImageInput, tile: int, *, overlap: float = DEF
         parts.extend(_shift(d, x0, y0, (height, width)) for d, (x0, y0, _, _) in zip(found, grid[start:start + batch]))
     if full_image:
         parts.append(detector.detect(array))
-    merged = Detections.merge(parts)
-    if merged.masks is None and detector.masks:
-        merged.masks = np.zeros((len(merged), height, width), dtype=bool)
+    merged = Detections.merge(parts)  # every part has masks when the detector makes them
     merged.image_size = (height, width)
     keep = suppress_contained(merged, merge_ios)[: detector.post.max_det]
     return merged[keep]

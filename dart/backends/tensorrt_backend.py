@@ -78,7 +78,8 @@ class _Engine:
             raise DartError(f"TensorRT failed to run '{self.path.name}'.")
 
     def __call__(self, inputs: dict[str, torch.Tensor], stream: torch.cuda.Stream) -> dict[str, torch.Tensor]:
-        inputs = {n: inputs[n].to(self.device, self.dtypes[n]).contiguous() for n in self.inputs}
+        with torch.cuda.stream(stream):  # ordered after the caller's work (the backend made ``stream`` wait)
+            inputs = {n: inputs[n].to(self.device, self.dtypes[n]).contiguous() for n in self.inputs}
         key = tuple((n, tuple(inputs[n].shape)) for n in self.inputs)
         if self.cuda_graph and key in self._graphs:
             graph, static_in, static_out = self._graphs[key]
@@ -140,13 +141,12 @@ class TensorRTBackend(EngineBackend):
             raise InputError(f"'{self.backbone_path}' has no output '{missing[0]}'; build it from a dart export.")
 
     def _run(self, engine: _Engine, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        inputs = {n: inputs[n].to(self.device, engine.dtypes[n]).contiguous() for n in engine.inputs}
         current = torch.cuda.current_stream(self.device)
         if current != torch.cuda.default_stream(self.device):
             with torch.cuda.device(self.device):  # the caller's stream orders everything
                 outputs = engine(inputs, current)
         else:
-            engine.stream.wait_stream(current)  # inputs written (and converted) on PyTorch's stream are ready
+            engine.stream.wait_stream(current)  # inputs written on PyTorch's stream are ready
             with torch.cuda.device(self.device):
                 outputs = engine(inputs, engine.stream)
             current.wait_stream(engine.stream)  # later PyTorch work sees the outputs

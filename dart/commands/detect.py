@@ -91,14 +91,17 @@ def detect(
     detector = setup.build_detector(names, conf=conf, class_conf=thresholds, nms=nms,
                                     class_agnostic_nms=class_agnostic_nms, max_det=max_det,
                                     masks=masks)
+    if tile:
+        from dart.tiling import TiledDetector
+
+        detector = TiledDetector(detector, tile, overlap=tile_overlap, batch=batch)
     imgsz = detector.backend.imgsz
     if benchmark:
         summary = profile_stages(detector, images[0], warmup=warmup, runs=bench_runs)
         console.print(timing_table(summary, f"per-stage timing, {count(len(names), 'class')}, {imgsz}px, "
                                             f"{detector.backend.name} on {detector.backend.device}"))
     result = detect_images(detector, images, output, save_json=save_json, save_image=save_image, save_txt=save_txt,
-                           save_conf=save_conf, save_coco=save_coco, batch=batch, tile=tile, tile_overlap=tile_overlap,
-                           progress=len(images) > 1)
+                           save_conf=save_conf, save_coco=save_coco, batch=batch, progress=len(images) > 1)
     if len(result.done) == 1:
         path, dets = result.done[0]
         console.print(detections_table(dets, f"{path.name}: {count(len(dets), 'detection')}"))

@@ -37,7 +37,7 @@ from dart.errors import DartError, InputError
 from dart.timing import StageTimer
 from dart.tracking.base import takes_image
 from dart.video.overlay import Display, TrackOverlay, draw_status
-from dart.video.sources import DecodeAhead, Frame, VideoSource, open_source
+from dart.video.sources import _END, DecodeAhead, Frame, VideoSource, _Failure, open_source
 from dart.video.writers import JsonlWriter, MotWriter, VideoWriter
 
 FrameCallback = Callable[[Frame, Detections], Any]
@@ -160,12 +160,7 @@ class FrameSink:
 
 
 # ------------------------------------------------------------------------------------------- the threads
-_END = object()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
+# the end marker and the forwarded-failure wrapper are the decoder thread's (dart.video.sources)
 
 
 def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:

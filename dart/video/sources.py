@@ -262,10 +262,10 @@ def open_source(spec: str | int | Path, *, start: int = 0, stride: int = 1, max_
 
 
 # ------------------------------------------------------------------------------------------- decode ahead
-_END = object()
+_END = object()  # end of a queue of frames or results (also used by dart.video.pipeline's workers)
 
 
-class _Failure:
+class _Failure:  # an exception handed from a worker thread to the consumer, in order
     def __init__(self, exc: BaseException):
         self.exc = exc
 
