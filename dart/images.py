@@ -97,11 +97,39 @@ def output_stems(paths: list[Path]) -> list[str]:
 class BatchResult:
     done: list[tuple[Path, Detections]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C: what was done is saved (COCO file and labels included)
+
+
+UNREADABLE_LIST = "unreadable.txt"  # the images that could not be read, one "path: reason" per line
 
 
 def result_json(path: Path, image_size: tuple[int, int], classes: list[str], dets: Detections) -> dict[str, Any]:
     height, width = image_size
     return {"image": str(path), "width": width, "height": height, "classes": classes, "detections": dets.to_json()}
+
+
+def output_names(images: list[Path], *, save_json: bool = True, save_image: bool = True, save_txt: bool = False,
+                 save_coco: bool = False) -> list[str]:
+    """The files (relative to the output folder) :func:`detect_images` writes for ``images``, so a command can
+    check them all before it starts."""
+    names = []
+    for path, stem in zip(images, output_stems(images)):
+        if save_json:
+            names.append(f"{stem}.json")
+        if save_image:
+            names.append(_image_name(path, stem))
+        if save_txt:
+            names.append(f"labels/{stem}.txt")
+    if save_txt:
+        names.append("labels/classes.txt")
+    if save_coco:
+        names.append("instances.json")
+    return names
+
+
+def _image_name(path: Path, stem: str) -> str:
+    return f"{stem}{path.suffix.lower() or '.jpg'}"
 
 
 def detect_images(detector, images: list[Path], output: Path, *, save_json: bool = True, save_image: bool = True,
@@ -112,47 +140,66 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
     Labels for training other detectors: ``save_txt`` writes YOLO labels ``output/labels/<stem>.txt`` (mask
     outlines when the detector predicts masks; ``save_conf`` appends scores) and ``labels/classes.txt``;
     ``save_coco`` writes ``output/instances.json`` (COCO, file names relative to the images' common folder).
-    ``detector`` may be a :class:`dart.tiling.TiledDetector` (small objects in large images). Unreadable images are skipped and reported in :attr:`BatchResult.failed`; every file
-    written is complete.
+    ``detector`` may be a :class:`dart.tiling.TiledDetector` (small objects in large images).
+
+    Unreadable images are skipped and reported in :attr:`BatchResult.failed` (and listed in
+    ``output/unreadable.txt``). Ctrl-C stops after the current batch: ``instances.json`` is written for the images
+    done and :attr:`BatchResult.interrupted` is set. Every file written is complete; the folder is created only
+    when a first file is written into it.
     """
     from dart.labels import CocoDataset, write_class_names, write_yolo_labels
 
     result = BatchResult()
     stems = output_stems(images)
-    if save_json or save_image or save_txt or save_coco:
-        output.mkdir(parents=True, exist_ok=True)
-    if save_txt:
-        write_class_names(output / "labels" / "classes.txt", detector.classes)
     coco = CocoDataset(detector.classes) if save_coco else None
     root = Path(os.path.commonpath([p.parent for p in images])) if images else Path()
     columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("detect", total=len(images))
-        for start in range(0, len(images), batch):
-            chunk = list(zip(images[start:start + batch], stems[start:start + batch]))
-            loaded = []
-            for path, stem in chunk:
-                try:
-                    loaded.append((path, stem, load_image(path)))
-                except InputError as exc:
-                    result.failed.append((path, str(exc)))
+
+    def wrote(path: Path) -> None:
+        result.written.append(path)
+
+    try:
+        if save_txt:
+            write_class_names(output / "labels" / "classes.txt", detector.classes)
+            wrote(output / "labels" / "classes.txt")
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            task = bar.add_task("detect", total=len(images))
+            for start in range(0, len(images), batch):
+                chunk = list(zip(images[start:start + batch], stems[start:start + batch]))
+                loaded = []
+                for path, stem in chunk:
+                    try:
+                        loaded.append((path, stem, load_image(path)))
+                    except InputError as exc:
+                        result.failed.append((path, str(exc)))
+                        bar.advance(task)
+                if not loaded:
+                    continue
+                all_dets = detector.detect_batch([im for _, _, im in loaded])
+                for (path, stem, image), dets in zip(loaded, all_dets):
+                    if save_json:
+                        write_json(output / f"{stem}.json", result_json(path, image.shape[:2], detector.classes, dets))
+                        wrote(output / f"{stem}.json")
+                    if save_image:
+                        write_image(output / _image_name(path, stem), annotate(image, dets))
+                        wrote(output / _image_name(path, stem))
+                    if save_txt:
+                        write_yolo_labels(output / "labels" / f"{stem}.txt", dets, image.shape[:2],
+                                          with_conf=save_conf, segments=detector.masks)
+                        wrote(output / "labels" / f"{stem}.txt")
+                    if coco is not None:
+                        coco.add(path.relative_to(root).as_posix(), image.shape[:2], dets)
+                    result.done.append((path, dets))
                     bar.advance(task)
-            if not loaded:
-                continue
-            all_dets = detector.detect_batch([im for _, _, im in loaded])
-            for (path, stem, image), dets in zip(loaded, all_dets):
-                if save_json:
-                    write_json(output / f"{stem}.json", result_json(path, image.shape[:2], detector.classes, dets))
-                if save_image:
-                    write_image(output / f"{stem}{path.suffix.lower() or '.jpg'}", annotate(image, dets))
-                if save_txt:
-                    write_yolo_labels(output / "labels" / f"{stem}.txt", dets, image.shape[:2], with_conf=save_conf,
-                                      segments=detector.masks)
-                if coco is not None:
-                    coco.add(path.relative_to(root).as_posix(), image.shape[:2], dets)
-                result.done.append((path, dets))
-                bar.advance(task)
-    if coco is not None:
+    except KeyboardInterrupt:
+        result.interrupted = True  # finish the files that describe the whole run, for what was done
+    if coco is not None and (result.done or not result.interrupted):
         coco.write(output / "instances.json")
+        wrote(output / "instances.json")
+    if result.failed:
+        from dart.io import write_text
+
+        write_text(output / UNREADABLE_LIST, "".join(f"{p}: {why}\n" for p, why in result.failed))
+        wrote(output / UNREADABLE_LIST)
     return result

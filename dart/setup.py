@@ -34,8 +34,11 @@ from dart.pruning.spec import PruneSpec, resolve_prune_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from dart.detector import Detector
+    from dart.io import Outputs
 
 SAM3_BACKBONE = "sam3"
+PATH_KEYS = ("checkpoint", "tokenizer", "student_weights", "prune_spec", "engines", "backbone_engine", "encdec_engine",
+             "text_cache", "synthetic_config")
 ENGINES_TEXT_CACHE = "text.safetensors"  # read from an engines folder when no text cache is named
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -58,7 +61,7 @@ class Setup:
     skip_blocks: str | list[int] | None = None
     mask_blocks: str | list[str] | None = None
     prune_spec: str | None = None
-    backend: str = "torch"  # with engines given, the engine kind is inferred from the files
+    backend: str = "auto"  # auto: torch, or the kind of the engine files when engines are given
     engines: str | None = None
     backbone_engine: str | None = None
     encdec_engine: str | None = None
@@ -73,11 +76,12 @@ class Setup:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for key in ("checkpoint", "tokenizer", "student_weights", "prune_spec", "engines", "backbone_engine",
-                    "encdec_engine", "text_cache", "synthetic_config"):
+        for key in PATH_KEYS:
             value = getattr(self, key)
             if isinstance(value, Path):
                 setattr(self, key, str(value))
+        if self.backend in (None, ""):
+            self.backend = "auto"
 
     # ----------------------------------------------------------------------------------------- parsing
     @classmethod
@@ -89,6 +93,8 @@ class Setup:
         values: dict[str, Any] = {}
         for key, value in data.items():
             key = str(key).replace("-", "_")
+            if isinstance(value, Path) and key in PATH_KEYS:
+                value = str(value)
             if key not in _TYPES:
                 raise InputError(f"{where}: unknown key '{key}'; allowed keys: {', '.join(allowed)}.")
             if value is not None and (not isinstance(value, _TYPES[key]) or
@@ -101,17 +107,91 @@ class Setup:
         return setup
 
     def validate(self, where: str | None = "setup") -> None:
-        """Check image size, prune settings and name; errors are prefixed with ``where`` (a file / setup name)."""
+        """Every check that needs no weights, so a bad value is reported before a model loads: image size, name,
+        backend and the flags it conflicts with, device, precision, compile mode, and the prune spec against the
+        checkpoint's config (when the config can be read without loading). Errors are prefixed with ``where``
+        (a file / setup name)."""
+        from dart.errors import DartError
+
         try:
             if self.imgsz is not None:
                 validate_imgsz(self.imgsz)
-            self.prune()
             if not re.fullmatch(r"[\w.+=-]+", self.name):
                 raise InputError(f"name '{self.name}' may only use letters, digits and . _ - + = (it names a folder).")
-        except InputError as exc:
+            self._validate_backend()
+            self._validate_speed()
+            self._validate_prune()
+        except DartError as exc:
             if where is None:
                 raise
-            raise InputError(f"{where}: {exc}") from exc
+            raise type(exc)(f"{where}: {exc}") from exc
+
+    def _validate_backend(self) -> None:
+        from dart.plugins.registry import available
+
+        known = [name for name, _, _ in available("dart.backends")]
+        if self.backend != "auto" and self.backend not in known:
+            raise InputError(f"unknown backend '{self.backend}': use {', '.join(['auto', *known])}.")
+        files = [flag for flag, value in (("--engines", self.engines), ("--backbone-engine", self.backbone_engine),
+                                          ("--encdec-engine", self.encdec_engine)) if value]
+        if self.backend == "torch" and files:
+            raise InputError(f"--backend torch runs the PyTorch model, but {files[0]} names exported stages; drop one "
+                             "of the two (with --engines alone the backend follows the files).")
+
+    def engine_kind(self) -> str:
+        """``onnxruntime`` or ``tensorrt``: the backend named, or the kind of the engine files given."""
+        from dart.backends.engine_backend import infer_engine_kind
+
+        if self.backend not in ("auto", "torch"):
+            return self.backend
+        return infer_engine_kind(self.engines, self.backbone_engine)
+
+    def _validate_engine_flags(self) -> None:
+        kind = self.engine_kind()
+        torch_only = {"--precision": self.precision != "fp32", "--compile": self.compile is not None,
+                      "--backbone": not self.uses_sam3_backbone, "--student-weights": self.student_weights is not None,
+                      "--synthetic": self.synthetic}
+        for flag, used in torch_only.items():
+            if used:
+                raise InputError(f"{flag} applies to the PyTorch backend; the {kind} stages were fixed when they were "
+                                 "exported and built.")
+        from dart.backends.engine_backend import find_stage_files
+        from dart.export.metadata import check_expected, read_metadata
+
+        backbone, encdec = self.backbone_engine, self.encdec_engine
+        if (backbone is None or encdec is None) and self.engines:
+            found = find_stage_files(self.engines, kind)
+            backbone, encdec = backbone or found[0], encdec or found[1]
+        for path in (backbone, encdec):
+            if path is not None and Path(path).is_file():  # a missing file is one sentence when the engines open
+                check_expected(read_metadata(path), path, imgsz=self.imgsz, prune=self.prune() or None)
+
+    def _validate_speed(self) -> None:
+        from dart.backends.base import PRECISIONS, resolve_device, resolve_precision
+        from dart.backends.torch_backend import COMPILE_MODES
+
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision '{self.precision}': use {', '.join(PRECISIONS)}.")
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise InputError(f"unknown compile mode '{self.compile}': use {', '.join(COMPILE_MODES)}.")
+        if self.uses_engines:
+            self._validate_engine_flags()
+            return  # engines check the device when they open (onnxruntime providers, TensorRT's GPU)
+        device = resolve_device(self.device)
+        resolve_precision(self.precision, device)
+
+    def _validate_prune(self) -> None:
+        spec = self.prune()
+        if not spec or self.synthetic or self.uses_engines or not self.uses_sam3_backbone:
+            return
+        from dart.models.loading import vit_blocks
+        from dart.pruning.checkpoint import find_prune_file
+
+        if find_prune_file(self.checkpoint) is not None:
+            return  # a pruned checkpoint: its own spec applies first, checked when it loads
+        blocks = vit_blocks(self.checkpoint)
+        if blocks is not None:
+            spec.validate(blocks)
 
     def prune(self) -> PruneSpec:
         skip = ",".join(map(str, self.skip_blocks)) if isinstance(self.skip_blocks, list) else self.skip_blocks
@@ -120,11 +200,27 @@ class Setup:
 
     @property
     def uses_engines(self) -> bool:
-        return self.backend != "torch" or any((self.engines, self.backbone_engine, self.encdec_engine))
+        return self.backend not in ("auto", "torch") or any((self.engines, self.backbone_engine, self.encdec_engine))
 
     @property
     def uses_sam3_backbone(self) -> bool:
         return self.backbone in (None, "", SAM3_BACKBONE)
+
+    def register_inputs(self, plan: Outputs) -> None:
+        """Tell an output plan what this setup reads, so no output of the run can be written over it."""
+        plan.input(self.checkpoint, "checkpoint", contents=True)
+        plan.input(self.tokenizer, "tokenizer", contents=True)
+        plan.input(self.student_weights, "student weights")
+        plan.input(self.prune_spec, "prune spec")
+        plan.input(self.synthetic_config, "synthetic config")
+        plan.input(self.engines, "engines folder", contents=True)
+        plan.input(self.backbone_engine, "backbone engine")
+        plan.input(self.encdec_engine, "encoder-decoder engine")
+
+    def plan_text_cache(self, plan: Outputs) -> None:
+        """The text cache grows when new class names are encoded: plan it as an output that is extended."""
+        if self.text_cache:
+            plan.file(self.text_cache, "--text-cache", existing="extend")
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description: only the meaningful keys, prune spec resolved, synthetic weights marked."""
@@ -185,17 +281,9 @@ class Setup:
         """Exported stages: the kind comes from ``backend`` or the files; settings that only mean something for
         PyTorch are refused; ``imgsz`` and a prune spec, when set, must match what the stages were built for.
         The checkpoint only serves as the (lazily loaded) text encoder for names missing from the text cache."""
-        from dart.backends.engine_backend import infer_engine_kind
         from dart.detector import Detector
 
-        kind = self.backend if self.backend != "torch" else infer_engine_kind(self.engines, self.backbone_engine)
-        torch_only = {"--precision": self.precision != "fp32", "--compile": self.compile is not None,
-                      "--backbone": not self.uses_sam3_backbone, "--student-weights": self.student_weights is not None,
-                      "--synthetic": self.synthetic}
-        for flag, used in torch_only.items():
-            if used:
-                raise InputError(f"{flag} applies to the PyTorch backend; the {kind} stages were fixed when they were "
-                                 "exported and built.")
+        kind = self.engine_kind()
         return Detector.from_engines(
             self.backbone_engine, self.encdec_engine, classes, engines=self.engines, backend=kind, device=self.device,
             checkpoint=self.checkpoint, tokenizer=self.tokenizer, imgsz=self.imgsz, prune=self.prune() or None,

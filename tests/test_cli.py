@@ -107,7 +107,10 @@ def test_unreadable_image_is_skipped_and_reported_and_outputs_intact(tmp_path, t
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
     res = run(*detect_args(tiny_ckpt, bad, image_file, "-c", "car", "-o", out))
+    assert res.exit_code == 2 and "already holds results" in res.output and "--overwrite" in res.output
+    res = run(*detect_args(tiny_ckpt, bad, image_file, "-c", "car", "-o", out, "--overwrite"))
     assert res.exit_code == 2 and "1 of 2 images could not be read" in res.output
+    assert (out / "unreadable.txt").read_text().startswith(f"{bad.resolve()}: ")
     assert not (out / "broken.json").exists() and not (out / "broken.jpg").exists()
     assert (out / "street.json").read_bytes() == before  # same model, same input: rewritten identically
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files left behind"

@@ -104,7 +104,7 @@ def test_resume_refuses_other_settings_and_no_resume_starts_over(dataset, tmp_pa
     images, ann = dataset
     out = tmp_path / "out"
     evaluate_coco(GroundTruthDetector(ann), images, ann, out, settings={"conf": 0.05}, progress=False)
-    with pytest.raises(InputError, match=r"other settings \(conf: 0.05 before, 0.3 now\).*--no-resume"):
+    with pytest.raises(InputError, match=r"other settings \(conf: 0.05 before, 0.3 now\).*--overwrite"):
         evaluate_coco(GroundTruthDetector(ann), images, ann, out, settings={"conf": 0.3}, progress=False)
     again = GroundTruthDetector(ann)
     evaluate_coco(again, images, ann, out, settings={"conf": 0.3}, resume=False, progress=False)

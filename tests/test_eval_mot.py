@@ -260,8 +260,8 @@ def test_cli_bad_input_exits_2_and_keeps_the_summary(tmp_path, files):
     before = (tmp_path / "summary.json").read_text()
     bad = tmp_path / "bad.txt"
     bad.write_text("1,1,0,0,10,10\nnot a row\n")
-    res = run("--gt", files / "gt" / "perfect.txt", "--pred", bad, "-o", tmp_path)
+    res = run("--gt", files / "gt" / "perfect.txt", "--pred", bad, "-o", tmp_path, "--overwrite")
     assert res.exit_code == 2 and "bad.txt:2 is not a MOT row" in res.output and "Traceback" not in res.output
-    res = run("--gt", tmp_path / "nowhere", "--pred", bad, "-o", tmp_path)
+    res = run("--gt", tmp_path / "nowhere", "--pred", bad, "-o", tmp_path, "--overwrite")
     assert res.exit_code == 2 and "does not exist" in res.output
     assert (tmp_path / "summary.json").read_text() == before

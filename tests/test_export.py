@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from dart.errors import InputError
+from dart.errors import CheckpointError, InputError
 from dart.export.metadata import StageMetadata, check_expected, check_pair, read_onnx_metadata
 from dart.export.onnx_export import export_backbone, export_encdec, sample_pixels
 from dart.models.loading import load_sam3
@@ -105,10 +105,10 @@ def test_file_without_metadata_is_refused(tmp_path, exported):
     model = onnx.load(str(folder / "backbone.onnx"))
     del model.metadata_props[:]
     onnx.save(model, str(tmp_path / "plain.onnx"))
-    with pytest.raises(InputError, match="carries no dart metadata"):
+    with pytest.raises(CheckpointError, match="carries no dart metadata"):
         read_onnx_metadata(tmp_path / "plain.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(InputError, match="not a readable ONNX file"):
+    with pytest.raises(CheckpointError, match="not a readable ONNX file"):
         read_onnx_metadata(tmp_path / "junk.onnx")
 
 

@@ -76,8 +76,9 @@ def test_imgsz_changes_global_rope_positions(tiny_ckpt):
 
 @pytest.mark.parametrize("name,payload,match", [
     ("missing.pt", None, "does not exist"),
-    ("corrupt.safetensors", b"\x00garbage", "not a readable .safetensors"),
-    ("corrupt.pt", b"\x00garbage", "not a readable PyTorch checkpoint"),
+    ("corrupt.safetensors", b"\x00garbage", r"safetensors file '.*corrupt.safetensors' cannot be loaded"),
+    ("corrupt.pt", b"\x00garbage", r"PyTorch checkpoint '.*corrupt.pt' cannot be loaded"),
+    ("text.pt", b"hello, I am a text file\n", r"PyTorch checkpoint '.*text.pt' cannot be loaded"),
     ("weights.onnx", b"", "neither a folder"),
 ])
 def test_bad_files_are_sentences(tmp_path, name, payload, match):

@@ -115,7 +115,8 @@ def test_detector_runs_a_student(tmp_path, tiny_ckpt, image_file):
             "--device", "cpu", "-o", str(tmp_path / "out")]
     res = runner.invoke(build_app(), [*args, "--backbone", "efficientvit_b0", "--student-weights", str(weights)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(build_app(), [*args, "--backbone", "repvit_m0_9", "--student-weights", str(weights)])
+    res = runner.invoke(build_app(), [*args, "--backbone", "repvit_m0_9", "--student-weights", str(weights),
+                                      "--overwrite"])
     assert res.exit_code == 3 and "trained for backbone efficientvit_b0" in " ".join(res.output.split())
 
 

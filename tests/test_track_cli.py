@@ -86,6 +86,8 @@ def test_track_errors_are_sentences_and_change_nothing(tmp_path, clip):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"frame": 0, "detections": []}\n{"frame": 1, "detec\n')
     res = run("track", "--detections", bad, "-o", out)
+    assert res.exit_code == 2 and "already exists" in res.output and "--overwrite" in res.output
+    res = run("track", "--detections", bad, "-o", out, "--overwrite")  # allowed to replace it, but the input is bad
     assert res.exit_code == 2 and "line 2" in res.output
     assert out.read_text() == "previous result\n"
     res = run("track")
@@ -98,16 +100,22 @@ def test_track_errors_are_sentences_and_change_nothing(tmp_path, clip):
     assert res.exit_code == 2 and "where the tracks go" in res.output
     assert out.read_text() == "previous result\n"
     res = run("track", "--detections", bad, "-o", out, "--tracker", "nope")
-    assert res.exit_code != 0 and "no tracker named 'nope'" in res.output
+    assert res.exit_code == 2 and "no tracker named 'nope'" in res.output
 
 
 def test_video_errors_are_sentences_and_change_nothing(tmp_path, tiny_ckpt, clip):
     video, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
     video.write_bytes(b"previous video")
     jsonl.write_text("previous\n")
-    for source, message in ((tmp_path / "missing.mp4", "does not exist"), (jsonl, "cannot read video")):
-        res = run("video", source, *model_args(tiny_ckpt), "-o", video, "--save-jsonl", jsonl)
+    res = run("video", clip, *model_args(tiny_ckpt), "-o", video, "--save-jsonl", jsonl)
+    assert res.exit_code == 2 and "already exists" in res.output, res.output
+    for source, message in ((tmp_path / "missing.mp4", "does not exist"), (tmp_path / "m.jsonl", "cannot read video")):
+        if source.suffix == ".jsonl":
+            source.write_text("not a video\n")
+        res = run("video", source, *model_args(tiny_ckpt), "-o", video, "--save-jsonl", jsonl, "--overwrite")
         assert res.exit_code == 2 and message in res.output, res.output
+    res = run("video", clip, *model_args(tiny_ckpt), "-o", video, "--save-jsonl", video)
+    assert res.exit_code == 2 and "three different files" in res.output, res.output
     res = run("video", clip, *model_args(tiny_ckpt), "--save-mot", tmp_path / "m.txt")
     assert res.exit_code == 2 and "--track" in res.output
     res = run("video", clip, *model_args(tiny_ckpt), "--display")

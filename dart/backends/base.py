@@ -14,6 +14,7 @@ and describes itself: ``name``, ``device``, ``dtype``, ``imgsz``, ``fingerprint`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -51,6 +52,16 @@ class Backend(Protocol):
     def encode_text(self, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+def describe_backend(backend: Backend) -> dict[str, str]:
+    """What actually runs: ``{"backend", "device", "precision"}`` (for engines, the precision they were built
+    at), for benchmark rows and result files."""
+    precision = getattr(backend, "precision", None)
+    if precision is None:
+        meta = getattr(backend, "backbone_meta", None)
+        precision = getattr(meta, "precision", None) or {v: k for k, v in PRECISIONS.items()}.get(backend.dtype, "?")
+    return {"backend": str(backend.name), "device": str(backend.device), "precision": str(precision)}
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda``/``cuda:N`` are checked, with a sentence."""
     if device is None or str(device) == "auto":
@@ -78,3 +89,47 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "fp16" and device.type == "cpu":
         raise InputError("fp16 needs a CUDA device; on the CPU use --precision fp32 or bf16.")
     return PRECISIONS[precision]
+
+
+# ------------------------------------------------------------------------------------------------ threads
+THREADS_ENV = "DART_THREADS"
+_threads: dict[str, int] = {}
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers and ``taskset`` restrict), not the
+    machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set the CPU threads of PyTorch, OpenCV and (for sessions made afterwards) onnxruntime: ``threads``, else
+    ``$DART_THREADS``, else :func:`available_cpus`. Returns the number set.
+
+    On a machine another process keeps busy, PyTorch's threads wait for each other at every operation; fewer
+    threads than cores (often 1) is then much faster."""
+    if threads is None and os.environ.get(THREADS_ENV, "").strip():
+        raw = os.environ[THREADS_ENV].strip()
+        if not raw.isdigit() or int(raw) < 1:
+            raise InputError(f"{THREADS_ENV} must be a whole number of threads of 1 or more, got '{raw}'.")
+        threads = int(raw)
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be 1 or more, got {threads}.")
+    count = threads or available_cpus()
+    torch.set_num_threads(count)
+    try:
+        import cv2
+
+        cv2.setNumThreads(count)
+    except ImportError:  # pragma: no cover - OpenCV is a dependency
+        pass
+    _threads["count"] = count
+    return count
+
+
+def thread_count() -> int | None:
+    """The count :func:`set_threads` set in this process, if it was called."""
+    return _threads.get("count")

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from dart.backends.base import thread_count
 from dart.backends.engine_backend import EngineBackend
 from dart.errors import DependencyError, InputError
 from dart.export.metadata import ENCDEC_OUTPUTS, FPN_NAMES, MASK_OUTPUT
@@ -57,16 +58,21 @@ class OnnxRuntimeBackend(EngineBackend):
         self.providers = resolve_providers(device, providers)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        threads = threads or thread_count()
         if threads:
             options.intra_op_num_threads = threads
         provider_options = None
         if str(device).startswith("cuda:"):
             provider_options = [{"device_id": int(str(device).split(":")[1])} if p == CUDA else {}
                                 for p in self.providers]
-        self._backbone_session = ort.InferenceSession(str(self.backbone_path), options, providers=self.providers,
-                                                      provider_options=provider_options)
-        self._encdec_session = ort.InferenceSession(str(self.encdec_path), options, providers=self.providers,
-                                                    provider_options=provider_options)
+        from dart.models.loading import unreadable_weights
+
+        sessions = []
+        for path in (self.backbone_path, self.encdec_path):
+            with unreadable_weights(path, "ONNX file", fix="export it again with `dart export`"):
+                sessions.append(ort.InferenceSession(str(path), options, providers=self.providers,
+                                                     provider_options=provider_options))
+        self._backbone_session, self._encdec_session = sessions
         self._encdec_inputs = [i.name for i in self._encdec_session.get_inputs()]
         self._encdec_outputs = [o.name for o in self._encdec_session.get_outputs()]
         expected = [*ENCDEC_OUTPUTS, *([MASK_OUTPUT] if self.supports_masks else [])]

@@ -12,13 +12,16 @@ from rich.text import Text
 
 def class_scaling_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"class scaling | {report['header']}", title_justify="left")
-    for name, justify in (("setup", "left"), ("classes", "right"), ("FPS", "right"), ("total ms", "right"),
+    for name, justify in (("setup", "left"), ("runs on", "left"), ("classes", "right"), ("FPS", "right"),
+                          ("total ms", "right"),
                           ("backbone ms", "right"), ("encdec ms", "right"), ("post ms", "right"),
                           ("pre ms", "right")):
         table.add_column(name, justify=justify)
     for setup in report["setups"]:
         for i, row in enumerate(setup["rows"]):
-            table.add_row(Text(setup["label"]) if i == 0 else "", str(row["classes"]), f"{row['fps']:.1f}",
+            runs_on = " ".join(str(setup[k]) for k in ("backend", "precision", "device") if setup.get(k))
+            table.add_row(Text(setup["label"]) if i == 0 else "", runs_on if i == 0 else "", str(row["classes"]),
+                          f"{row['fps']:.1f}",
                           f"{row['total_ms']:.2f}", f"{row['backbone_ms']:.2f}", f"{row['encdec_ms']:.2f}",
                           f"{row['post_ms']:.2f}", f"{row['preprocess_ms']:.2f}")
         table.add_section()

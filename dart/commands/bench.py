@@ -40,8 +40,35 @@ Configs = Annotated[Optional[Path], typer.Option(
 def _base_setup(**values: Any):
     from dart.setup import Setup
 
-    clean = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
-    return Setup.from_dict(clean, where="command line")
+    return Setup.from_dict(values, where="command line")
+
+
+def _plan(overwrite: bool, output: Path, stem: str, setups: list, *inputs: tuple[Any, str]) -> None:
+    """A benchmark writes OUTPUT/<stem>.json and .png: refuse, before timing anything, to replace an earlier
+    result (without --overwrite) or an input, or to write where no file can be created."""
+    from dart.io import Outputs
+
+    plan = Outputs(overwrite=overwrite)
+    for path, what in inputs:
+        plan.input(path, what)
+    for setup in setups:
+        setup.register_inputs(plan)
+        setup.plan_text_cache(plan)
+    plan.folder(output, "-o/--output", [f"{stem}.json", f"{stem}.png"])
+
+
+def _multi_backend_setups(base, backends: list[str]) -> list:
+    """One setup per backend of ``--backend torch,onnxruntime``: the engine files serve the engine backends, the
+    PyTorch setup runs the checkpoint."""
+    from dataclasses import replace
+
+    setups = []
+    for name in backends:
+        engines = {} if name != "torch" else {"engines": None, "backbone_engine": None, "encdec_engine": None}
+        setup = replace(base, backend=name, name=name, **engines)
+        setup.validate(f"--backend {name}")
+        setups.append(setup)
+    return setups
 
 
 @app.command("class-scaling")
@@ -73,15 +100,18 @@ def class_scaling(
     imgsz: opt.RunImgsz = None,
     max_classes: opt.MaxClasses = D["max_classes"],
     conf: opt.Conf = D["conf"],
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
 ) -> None:
     """FPS and per-stage ms (backbone, encoder-decoder, post) vs the number of classes, per setup.
 
     Example: [bold]dart bench class-scaling --classes-counts 1,4,16,80 --precision fp16 --synthetic[/]
     """
+    from dart.backends.base import describe_backend, set_threads
     from dart.bench.class_scaling import bench_image, class_scaling as measure, make_report, parse_counts, write_report
     from dart.bench.report import class_scaling_table
-    from dart.setup import load_setups, seed_random_text
     from dart.errors import InputError
+    from dart.setup import load_setups, seed_random_text
 
     console = Console()
     counts = parse_counts(classes_counts)
@@ -92,16 +122,17 @@ def class_scaling(
     base = _base_setup(
         checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
         skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, text_cache=text_cache,
-        backend=backends[0], engines=engines, device=device, precision=precision, compile=compile, imgsz=imgsz,
-        max_classes=max_classes, synthetic=synthetic, synthetic_config=synthetic_config)
+        backend=backends[0] if len(backends) == 1 else D["backend"], engines=engines, device=device,
+        precision=precision, compile=compile, imgsz=imgsz, max_classes=max_classes, synthetic=synthetic,
+        synthetic_config=synthetic_config)
     if configs:
         setups = load_setups(configs, base)
     elif len(backends) > 1:
-        from dataclasses import replace
-
-        setups = [replace(base, backend=b, name=b) for b in backends]
+        setups = _multi_backend_setups(base, backends)
     else:
         setups = [base]
+    _plan(overwrite, output, "class_scaling", setups, (image, "image"), (configs, "configs file"))
+    set_threads(threads)
     results, device_used = [], None
     for setup in setups:
         size = f"{setup.imgsz}px" if setup.imgsz else "default size"
@@ -114,8 +145,8 @@ def class_scaling(
                        on_point=lambda r: console.print(f"  {r['classes']:>3} classes: {r['fps']:.1f} FPS",
                                                         highlight=False))
         results.append({"name": setup.name, "label": setup.label(), "synthetic": setup.synthetic,
-                        "backend": detector.backend.name, "imgsz": detector.backend.imgsz, "setup": setup.describe(),
-                        "rows": rows})
+                        **describe_backend(detector.backend), "imgsz": detector.backend.imgsz,
+                        "setup": setup.describe(), "rows": rows})
         del detector
     settings = {"counts": counts, "warmup": warmup, "runs": runs, "conf": conf,
                 "image": str(image) if image else "synthetic 1280x720 frame",
@@ -149,7 +180,7 @@ def video(
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
     text_cache: opt.TextCachePath = None,
-    backend: opt.BackendName = "torch",
+    backend: opt.BackendName = D["backend"],
     engines: opt.Engines = None,
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
@@ -157,6 +188,8 @@ def video(
     imgsz: opt.RunImgsz = None,
     max_classes: opt.MaxClasses = D["max_classes"],
     conf: opt.Conf = D["conf"],
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
 ) -> None:
     """Video FPS, sequential vs pipelined (backbone of frame t+1 overlapping the encoder-decoder of frame t).
 
@@ -166,8 +199,9 @@ def video(
     from dart.bench.plot import bar_plot
     from dart.bench.report import video_table
     from dart.classes import resolve_classes
+    from dart.backends.base import describe_backend, set_threads
     from dart.errors import DependencyError
-    from dart.io import write_json
+    from dart.io import redact, write_json
     from dart.render import count
     from dart.setup import seed_random_text
 
@@ -183,6 +217,8 @@ def video(
         skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, text_cache=text_cache,
         backend=backend, engines=engines, device=device, precision=precision, compile=compile, imgsz=imgsz,
         max_classes=max_classes, synthetic=synthetic, synthetic_config=synthetic_config)
+    _plan(overwrite, output, "video", [setup], (source, "video source"), (classes_file, "classes file"))
+    set_threads(threads)
     size = f"{setup.imgsz}px" if setup.imgsz else "default size"
     console.print(f"[bold]{escape(setup.label())}[/]: building ({setup.backend}, {size}) ...", highlight=False)
     detector = setup.build_detector(None, conf=conf)
@@ -191,10 +227,9 @@ def video(
     detector.set_classes(names)
     result = benchmark_video(detector, source, max_frames, warmup)
     env = environment(detector.backend.device)
-    report = {"benchmark": "video", "environment": env, "header": header(env), "source": source,
+    report = {"benchmark": "video", "environment": env, "header": header(env), "source": redact(source),
               "classes": names, "max_frames": max_frames, "warmup": warmup, "synthetic": setup.synthetic,
-              "setup": setup.describe(), "result": result}
-    output.mkdir(parents=True, exist_ok=True)
+              **describe_backend(detector.backend), "setup": setup.describe(), "result": result}
     write_json(output / "video.json", report)
     bars = [(mode, float(entry["fps"])) for mode, entry in result.items()
             if isinstance(entry, dict) and isinstance(entry.get("fps"), (int, float))]
@@ -231,12 +266,14 @@ def backbones(
     skip_blocks: opt.SkipBlocks = None,
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
 ) -> None:
     """Latency of every registered backbone (SAM3's ViT, pruned with --skip-blocks, and the student backbones).
 
     Example: [bold]dart bench backbones --imgsz 1008 --device cuda --precision fp16 --skip-blocks 5,10,12[/]
     """
-    from dart.backends.base import resolve_device
+    from dart.backends.base import resolve_device, resolve_precision, set_threads
     from dart.bench.environment import environment, header
     from dart.bench.plot import bar_plot
     from dart.bench.report import records_table
@@ -250,10 +287,22 @@ def backbones(
     except ImportError as exc:
         raise DependencyError("`dart bench backbones` needs dart's student backbones (dart.students.bench), which "
                               "are not installed in this dart.") from exc
+    from dart.io import Outputs
+    from dart.models.loading import vit_blocks
+
     console = Console()
     validate_imgsz(imgsz)
     dev = resolve_device(device)
+    resolve_precision(precision, dev)
     prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
+    if prune and checkpoint is not None and (blocks := vit_blocks(checkpoint)) is not None:
+        prune.validate(blocks)
+    plan = Outputs(overwrite=overwrite)
+    plan.input(checkpoint, "checkpoint", contents=True)
+    plan.input(prune_spec, "prune spec")
+    plan.input(synthetic_config, "synthetic config")
+    plan.folder(output, "-o/--output", ["backbones.json", "backbones.png"])
+    set_threads(threads)
     chosen = [n.strip() for n in names.split(",") if n.strip()] if names else None
     if names is not None and not chosen:
         raise InputError("--names is empty; give backbone names like sam3,repvit_m2_3.")

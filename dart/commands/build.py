@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from dart.commands import options as opt
+
 
 def build(
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file from `dart export` (external .data beside it is found).")],
@@ -28,6 +30,7 @@ def build(
     opt_classes: Annotated[Optional[int], typer.Option(
         "--opt-classes", min=1, help="Class count the encoder-decoder is tuned for (default: its max classes).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Print TensorRT's own log.")] = False,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Build a TensorRT engine from an exported stage, and write its metadata beside it (X.engine.json).
 
@@ -40,7 +43,8 @@ def build(
     from dart.export.metadata import read_onnx_metadata
     from dart.export.mixed_precision import PrecisionSpec
     from dart.export.tensorrt_build import build_engine, import_tensorrt
-    from dart.io import file_or_folder
+    from dart.export.metadata import sidecar_path
+    from dart.io import Outputs, file_or_folder
 
     console = Console()
     if fp32_layers and precision_spec:
@@ -49,8 +53,14 @@ def build(
     spec = PrecisionSpec.load(precision_spec) if precision_spec else PrecisionSpec.parse(fp32_layers)
     default = onnx.with_suffix(".engine")
     engine = file_or_folder(output, default.name, (".engine", ".plan", ".trt")) if output else default
-    if engine.resolve() == onnx.resolve():
-        raise InputError("the engine would overwrite the ONNX file; pick another --output.")
+    plan = Outputs(overwrite=overwrite)
+    plan.input(onnx, "ONNX file")
+    plan.input(onnx.with_name(onnx.name + ".data"), "ONNX weights file")
+    plan.input(precision_spec, "precision spec")
+    plan.file(engine, "-o/--output")
+    plan.file(sidecar_path(engine), "-o/--output (its metadata file)")
+    if timing_cache is not None:
+        plan.file(timing_cache, "--timing-cache", existing="extend")
     import_tensorrt()  # no GPU / no TensorRT: one sentence, before any work
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:

@@ -18,7 +18,9 @@ def detect(
     classes: opt.Classes = None,
     classes_file: opt.ClassesFile = None,
     coco: opt.Coco = False,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("runs/detect"),
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Output folder (an earlier result in it is replaced only with --overwrite).")] = Path(
+        "runs/detect"),
     save_json: Annotated[bool, typer.Option("--save-json/--no-save-json",
                                             help="Write <name>.json with one object per detection.")] = True,
     save_image: Annotated[bool, typer.Option("--save-image/--no-save-image",
@@ -49,7 +51,7 @@ def detect(
     compile: opt.Compile = None,
     imgsz: opt.RunImgsz = None,
     max_classes: opt.MaxClasses = D["max_classes"],
-    backend: opt.BackendName = "torch",
+    backend: opt.BackendName = D["backend"],
     engines: opt.Engines = None,
     backbone_engine: opt.BackboneEngine = None,
     encdec_engine: opt.EncdecEngine = None,
@@ -60,24 +62,25 @@ def detect(
                                             "(preprocess, backbone, text, encoder-decoder, post) on the first image.")] = False,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before --benchmark timing.")] = 3,
     bench_runs: Annotated[int, typer.Option("--bench-runs", min=1, help="Timed runs for --benchmark.")] = 10,
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
 ) -> None:
     """Detect objects of the given classes in images.
 
     Example: [bold]dart detect street.jpg --classes person car bicycle -o out/[/]
     """
+    from dart.backends.base import set_threads
     from dart.classes import parse_class_conf, resolve_classes
     from dart.errors import InputError
-    from dart.images import detect_images
+    from dart.images import detect_images, expand_images, output_names
+    from dart.io import Outputs
     from dart.render import count, detections_table, summary_table, timing_table
     from dart.setup import Setup
-    from dart.images import expand_images
     from dart.timing import profile_stages
 
     console = Console()
     names = resolve_classes(classes, classes_file, coco)
     images = expand_images(sources)
-    if output.exists() and not output.is_dir():
-        raise InputError(f"output '{output}' exists and is not a folder.")
     if save_conf and not save_txt:
         raise InputError("--save-conf adds scores to YOLO labels: add --save-txt.")
     thresholds = parse_class_conf(class_conf, names)
@@ -86,6 +89,14 @@ def detect(
                   engines=engines, backbone_engine=backbone_engine, encdec_engine=encdec_engine, imgsz=imgsz,
                   precision=precision, device=device, compile=compile, max_classes=max_classes, text_cache=text_cache)
     setup.validate(None)
+    plan = Outputs(overwrite=overwrite)
+    plan.inputs_from(images, "image")
+    plan.input(classes_file, "classes file")
+    setup.register_inputs(plan)
+    setup.plan_text_cache(plan)
+    plan.folder(output, "-o/--output", output_names(images, save_json=save_json, save_image=save_image,
+                                                    save_txt=save_txt, save_coco=save_coco))
+    set_threads(threads)
     if not setup.uses_engines:
         console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
     detector = setup.build_detector(names, conf=conf, class_conf=thresholds, nms=nms,
@@ -102,13 +113,20 @@ def detect(
                                             f"{detector.backend.name} on {detector.backend.device}"))
     result = detect_images(detector, images, output, save_json=save_json, save_image=save_image, save_txt=save_txt,
                            save_conf=save_conf, save_coco=save_coco, batch=batch, progress=len(images) > 1)
-    if len(result.done) == 1:
+    if len(result.done) == 1 and not result.interrupted:
         path, dets = result.done[0]
         console.print(detections_table(dets, f"{path.name}: {count(len(dets), 'detection')}"))
     elif result.done:
         console.print(summary_table([(p.name, d) for p, d in result.done], detector.classes))
-    if save_json or save_image or save_txt or save_coco:
-        console.print(f"results saved to [bold]{output}[/]")
+    if result.written:
+        console.print(f"results saved to [bold]{output}[/] ({count(len(result.written), 'file')})", highlight=False)
+    if result.interrupted:
+        saved = " and instances.json" if save_coco and result.done else ""
+        console.print(f"[yellow]interrupted[/] after {len(result.done)} of {count(len(images), 'image')}: the results "
+                      f"of those{saved} are saved.", highlight=False)
+        raise typer.Exit(130)
     if result.failed:
-        first, reason = result.failed[0]
-        raise InputError(f"{len(result.failed)} of {len(images)} images could not be read (first: {first}: {reason})")
+        shown = "; ".join(f"{p}: {why.rstrip('.')}" for p, why in result.failed[:3])
+        more = f" and {len(result.failed) - 3} more" if len(result.failed) > 3 else ""
+        raise InputError(f"{len(result.failed)} of {count(len(images), 'image')} could not be read ({shown}{more}); "
+                         f"the full list is in {output / 'unreadable.txt'}.")

@@ -66,10 +66,12 @@ def distill(
                                         help="Random horizontal flips (without --cache-dir).")] = True,
     resume: Annotated[bool, typer.Option("--resume", rich_help_panel=TRAIN,
                                          help="Continue the run in --output from its last.pt.")] = False,
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", rich_help_panel=TRAIN,
-                                           help="Start a new run in an --output that already holds one.")] = False,
+    exist_ok: Annotated[bool, typer.Option("--overwrite", "--exist-ok", rich_help_panel=TRAIN,
+                                           help="Start a new run in an --output that already holds one (its files "
+                                                "are replaced).")] = False,
     seed: Annotated[int, typer.Option("--seed", rich_help_panel=TRAIN, help="Seed for the split, order and "
                                       "flips.")] = 0,
+    threads: opt.Threads = None,
 ) -> None:
     """Distill SAM3's backbone into a student, or into a pruned ViT.
 
@@ -78,8 +80,12 @@ def distill(
     [bold]dart distill --phase prune --prune-spec prune.yaml --data-dir images/ -o runs/pruned16[/]
     [bold]torchrun --nproc_per_node 4 -m dart distill --data-dir images/ --backbone efficientvit_l2[/]
     """
+    from dart.backends.base import resolve_device, set_threads
     from dart.distill import DistillConfig, run_distillation
+    from dart.distill.trainer import HISTORY_FILE, PRUNED_DIR, STATE_FILE, STUDENT_FILE
     from dart.errors import InputError
+    from dart.io import Outputs
+    from dart.models.loading import vit_blocks
     from dart.pruning.spec import resolve_prune_spec
 
     try:
@@ -94,6 +100,21 @@ def distill(
         cache_dir=cache_dir, hflip=hflip and cache_dir is None, resume=resume, exist_ok=exist_ok, seed=seed,
     )
     config.validate()
+    resolve_device(device)
+    if config.prune and (blocks := vit_blocks(checkpoint)) is not None:
+        config.prune.validate(blocks)
+    if not data_dir.is_dir():
+        raise InputError(f"training images folder '{data_dir}' does not exist or is not a folder.")
+    plan = Outputs(overwrite=exist_ok)
+    plan.input(data_dir, "training images folder", contents=True)
+    plan.input(checkpoint, "checkpoint", contents=True)
+    plan.input(prune_spec, "prune spec")
+    artifact = STUDENT_FILE if phase == "adapter" else PRUNED_DIR
+    plan.folder(output, "-o/--output", [STATE_FILE, HISTORY_FILE, *([artifact] if phase == "adapter" else [])],
+                existing="replace")  # an earlier run there: --resume continues it, --overwrite starts over
+    if cache_dir is not None:
+        plan.folder(cache_dir, "--cache-dir", existing="replace")
+    set_threads(threads)
     main = int(os.environ.get("RANK", "0")) == 0
     console = Console(quiet=not main)
     what = f"student {backbone}" if phase == "adapter" else f"pruned SAM3 ({config.prune})"

@@ -32,9 +32,11 @@ def coco(
         help="coco: detect the 80 COCO class names (mapped to the file's categories by name); dataset: detect the "
              "annotation file's own category names.")] = "coco",
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (results.json, summary.json, "
-                                         "per-image predictions for resuming).")] = Path("runs/eval/coco"),
-    resume: Annotated[bool, typer.Option("--resume/--no-resume",
-                                         help="Continue an interrupted run in the same output folder.")] = True,
+                                         "per-image predictions): a run interrupted there resumes; one made with "
+                                         "other settings needs --overwrite.")] = Path("runs/eval/coco"),
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Start over in an output folder that holds predictions of an earlier run (default: "
+                            "resume a run with the same settings, refuse one with other settings).")] = False,
     configs: Annotated[Optional[Path], typer.Option(
         "--configs", rich_help_panel=opt.MODEL,
         help="YAML/JSON list of setups (checkpoint, backbone, prune, backend, imgsz ...) to compare in one table; "
@@ -54,7 +56,7 @@ def coco(
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
     text_cache: opt.TextCachePath = None,
-    backend: opt.BackendName = "torch",
+    backend: opt.BackendName = D["backend"],
     engines: opt.Engines = None,
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
@@ -65,6 +67,7 @@ def coco(
                                        help="Images (or tiles, with --tile) per backbone batch.")] = 1,
     tile: opt.Tile = None,
     tile_overlap: opt.TileOverlap = 0.2,
+    threads: opt.Threads = None,
 ) -> None:
     """Detect the 80 COCO categories on a COCO-format dataset and report AP, AP50, AP75, AP_S/M/L.
 
@@ -73,13 +76,14 @@ def coco(
     Under [bold]torchrun --nproc-per-node 8 -m dart eval coco ...[/] each rank takes every 8th image and rank 0
     merges and scores. Interrupted runs resume where they stopped (same command, same --output).
     """
+    from dart.backends.base import set_threads
     from dart.classes import COCO80
     from dart.errors import InputError
-    from dart.eval.coco import dataset_classes, evaluate_coco, load_annotations
+    from dart.eval import coco as ev
     from dart.eval.report import metrics_table
+    from dart.eval.store import PREDICTIONS, dist_env
+    from dart.io import Outputs, write_json
     from dart.setup import Setup, load_setups
-    from dart.eval.store import dist_env
-    from dart.io import write_json
 
     console = Console()
     rank, world, local_rank = dist_env()
@@ -87,10 +91,9 @@ def coco(
         raise InputError(f"--categories must be coco or dataset, got '{categories}'.")
     base = Setup.from_dict({
         "checkpoint": checkpoint, "tokenizer": tokenizer, "backbone": backbone, "student_weights": student_weights,
-        "skip_blocks": skip_blocks, "mask_blocks": mask_blocks,
-        "prune_spec": str(prune_spec) if prune_spec else None, "backend": backend, "engines": engines,
-        "imgsz": imgsz, "precision": precision, "device": device, "compile": compile, "max_classes": max_classes,
-        "text_cache": str(text_cache) if text_cache else None,
+        "skip_blocks": skip_blocks, "mask_blocks": mask_blocks, "prune_spec": prune_spec, "backend": backend,
+        "engines": engines, "imgsz": imgsz, "precision": precision, "device": device, "compile": compile,
+        "max_classes": max_classes, "text_cache": text_cache,
     }, where="command line")
     setups = load_setups(configs, base) if configs else [base]
     for setup in setups:
@@ -102,7 +105,28 @@ def coco(
 
             if torch.cuda.is_available():
                 setup.device = f"cuda:{local_rank}"
-    names = list(COCO80) if categories == "coco" else dataset_classes(load_annotations(annotations))
+    # everything about the dataset is checked before a model loads
+    dataset = ev.load_annotations(annotations)
+    ev.image_records(dataset, images, max_images)
+    names = list(COCO80) if categories == "coco" else ev.dataset_classes(dataset)
+    cat_ids = ev.category_ids(names, dataset)
+    plan = Outputs(overwrite=overwrite)
+    plan.input(annotations, "annotation file")
+    plan.input(images, "images folder", contents=True)
+    plan.input(configs, "configs file")
+    run_files = [ev.RESULTS, ev.SUMMARY, ev.RUN, PREDICTIONS.format(rank=rank)]
+    for setup in setups:
+        setup.register_inputs(plan)
+        setup.plan_text_cache(plan)
+        out = output / setup.name if configs else output
+        plan.folder(out, "-o/--output", run_files, existing="replace")
+        if not overwrite:
+            settings = _settings(setup, None, conf, nms, max_det, categories, tile, tile_overlap)
+            ev.check_resumable(out, ev.make_run_info(annotations, names, cat_ids, masks, settings),
+                               ignore=("fingerprint",))
+    if configs:
+        plan.file(output / "comparison.json", "-o/--output", existing="replace")
+    set_threads(threads)
     rows, comparison = [], {}
     for setup in setups:
         out = output / setup.name if configs else output
@@ -110,17 +134,15 @@ def coco(
             console.print(f"[bold]{setup.name}[/]: loading {setup.checkpoint} ({setup.backend}, {setup.imgsz or 'default'} px, "
                           f"prune {setup.prune()}) ...", highlight=False)
         detector = setup.build_detector(names, conf=conf, nms=nms, max_det=max_det, masks=masks)
-        settings = {"setup": setup.describe(), "fingerprint": detector.backend.fingerprint, "conf": conf, "nms": nms,
-                    "max_det": max_det, "categories": categories}
+        settings = _settings(setup, detector.backend.fingerprint, conf, nms, max_det, categories, tile, tile_overlap)
         if tile:
             from dart.tiling import TiledDetector
 
             detector = TiledDetector(detector, tile, overlap=tile_overlap, batch=batch)
-            settings["tile"] = {"size": tile, "overlap": tile_overlap}
         try:
-            result = evaluate_coco(detector, images, annotations, out, max_images=max_images, masks=masks,
-                                   classes=names, resume=resume, batch=batch, rank=rank, world=world,
-                                   settings=settings, progress=rank == 0)
+            result = ev.evaluate_coco(detector, images, annotations, out, max_images=max_images, masks=masks,
+                                      classes=names, resume=not overwrite, batch=batch, rank=rank, world=world,
+                                      settings=settings, progress=rank == 0, coco=dataset)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/]: predictions so far are kept in {out}; run the same command again "
                           "to resume.")
@@ -143,6 +165,16 @@ def coco(
                       f"[bold]{output / 'results.json'}[/]")
 
 
+def _settings(setup, fingerprint: str | None, conf: float, nms: float, max_det: int, categories: str,
+              tile: int | None, tile_overlap: float) -> dict:
+    """What a COCO evaluation records as its settings (``run.json``); a resumed run must match them."""
+    settings = {"setup": setup.describe(), "fingerprint": fingerprint, "conf": conf, "nms": nms, "max_det": max_det,
+                "categories": categories}
+    if tile:
+        settings["tile"] = {"size": tile, "overlap": tile_overlap}
+    return settings
+
+
 @app.command("mot")
 def mot(
     gt: Annotated[Path, typer.Option(
@@ -162,6 +194,7 @@ def mot(
         "--mot17/--all-gt",
         help="MOT17 rules: only pedestrian ground truth (class 1) with flag 1 counts and predictions on distractors "
              "(static persons, reflections ...) are dropped; --all-gt: every ground-truth row counts.")] = False,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Score multi-object tracking output against ground truth: HOTA, DetA, AssA, MOTA, IDF1, ID switches ...
 
@@ -172,9 +205,13 @@ def mot(
     A ground-truth sequence with no prediction file is scored as an empty prediction (and said so).
     """
     from dart.eval.mot import evaluate_mot, report_table
-    from dart.io import write_json
+    from dart.io import Outputs, write_json
 
     console = Console()
+    plan = Outputs(overwrite=overwrite)
+    plan.input(gt, "ground truth", contents=True)
+    plan.input(pred, "predictions", contents=True)
+    plan.folder(output, "-o/--output", ["summary.json"])
     report = evaluate_mot(gt, pred, iou=iou, mot17=mot17)
     console.print(report_table(report, f"MOT evaluation, {len(report.rows)} sequence"
                                        f"{'s' if len(report.rows) != 1 else ''}"))

@@ -66,6 +66,32 @@ def _render(console: Console, result, title: str) -> None:
         console.print("[yellow]not verified[/] (--no-verify)")
 
 
+def _plan(output: Path, default_name: str, overwrite: bool, imgsz: int, attn: str, image: Path | None,
+          checkpoint: str, tokenizer: str | None, **inputs: Path | str | None) -> Path:
+    """Everything an export can check before it loads the model: values, inputs, and the ONNX file (with the
+    ``.data`` file beside it that a large graph needs) against inputs, earlier exports and the file system."""
+    from dart.errors import InputError
+    from dart.export.onnx_export import ATTENTION_FORMS
+    from dart.io import Outputs, file_or_folder
+    from dart.models.sam3 import validate_imgsz
+
+    validate_imgsz(imgsz)
+    if attn not in ATTENTION_FORMS:
+        raise InputError(f"unknown attention form '{attn}': use {' or '.join(ATTENTION_FORMS)}.")
+    if image is not None and not image.is_file():
+        raise InputError(f"image '{image}' does not exist.")
+    target = file_or_folder(output, default_name, (".onnx",))
+    plan = Outputs(overwrite=overwrite)
+    plan.input(checkpoint, "checkpoint", contents=True)
+    plan.input(tokenizer, "tokenizer", contents=True)
+    plan.input(image, "verification image")
+    for what, path in inputs.items():
+        plan.input(path, what.replace("_", " "))
+    plan.file(target, "-o/--output")
+    plan.file(target.with_name(target.name + ".data"), "-o/--output (its .data weights file)")
+    return target
+
+
 def _progress(console: Console):
     status = console.status("exporting ...")
     status.start()
@@ -94,6 +120,8 @@ def backbone(
     verify: Verify = True,
     image: VerifyImage = None,
     min_cosine: MinCosine = 0.999,
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
 ) -> None:
     """Export the backbone (ViT + FPN, optionally pruned, or a student) to ONNX.
 
@@ -101,24 +129,19 @@ def backbone(
 
     Example: [bold]dart export backbone --imgsz 1008 --skip-blocks 5,10 -o engines/backbone.onnx[/]
     """
+    from dart.backends.base import set_threads
     from dart.errors import InputError
     from dart.export.onnx_export import export_backbone
-    from dart.io import file_or_folder
-    from dart.models.loading import load_sam3
-    from dart.models.sam3 import validate_imgsz
+    from dart.models.loading import load_sam3, vit_blocks
     from dart.pruning.spec import resolve_prune_spec
 
     console = Console()
-    validate_imgsz(imgsz)
-    output = file_or_folder(output, "backbone.onnx", (".onnx",))
+    output = _plan(output, "backbone.onnx", overwrite, imgsz, attn, image, checkpoint, tokenizer,
+                   prune_spec=prune_spec, student_weights=student_weights)
     prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
-    if image is not None and not image.is_file():
-        raise InputError(f"image '{image}' does not exist.")
-    with console.status(f"loading SAM3 from {checkpoint} ..."):
-        loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
-    module, name = None, "sam3"
-    if student_weights is not None or (backbone_name not in (None, "sam3")):
-        from dart.students import build_backbone, student_name_of
+    student = student_weights is not None or (backbone_name not in (None, "sam3"))
+    if student:
+        from dart.students import student_name_of
 
         if student_weights is None:
             raise InputError(f"--backbone {backbone_name} needs --student-weights FILE (from `dart distill`).")
@@ -126,7 +149,18 @@ def backbone(
             raise InputError("--skip-blocks/--mask-blocks prune SAM3's ViT, which a student backbone replaces; give "
                              "one or the other.")
         name = backbone_name or student_name_of(student_weights)
+    elif prune and (blocks := vit_blocks(checkpoint)) is not None:
+        prune.validate(blocks)
+    set_threads(threads)
+    with console.status(f"loading SAM3 from {checkpoint} ..."):
+        loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
+    module = None
+    if student:
+        from dart.students import build_backbone
+
         module = build_backbone(name, loaded.model, weights=student_weights)
+    else:
+        name = "sam3"
     status, update = _progress(console)
     try:
         result = export_backbone(loaded, output, imgsz=imgsz, prune=prune or None, attn=attn, opset=opset,
@@ -157,6 +191,8 @@ def encdec(
     verify: Verify = True,
     image: VerifyImage = None,
     min_cosine: MinCosine = 0.999,
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
 ) -> None:
     """Export the encoder-decoder (DETR encoder + decoder, box head, scoring, presence; mask decoder with --masks).
 
@@ -165,17 +201,13 @@ def encdec(
 
     Example: [bold]dart export encdec --imgsz 1008 --max-classes 4 -o engines/encdec.onnx[/]
     """
-    from dart.errors import InputError
+    from dart.backends.base import set_threads
     from dart.export.onnx_export import export_encdec
-    from dart.io import file_or_folder
     from dart.models.loading import load_sam3
-    from dart.models.sam3 import validate_imgsz
 
     console = Console()
-    validate_imgsz(imgsz)
-    output = file_or_folder(output, "encdec.onnx", (".onnx",))
-    if image is not None and not image.is_file():
-        raise InputError(f"image '{image}' does not exist.")
+    output = _plan(output, "encdec.onnx", overwrite, imgsz, attn, image, checkpoint, tokenizer)
+    set_threads(threads)
     with console.status(f"loading SAM3 from {checkpoint} ..."):
         loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
     status, update = _progress(console)

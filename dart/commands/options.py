@@ -68,7 +68,8 @@ StudentWeights = Annotated[Optional[Path], typer.Option(
     help="Student backbone weights (.safetensors) trained with `dart distill --phase adapter`.")]
 BackendName = Annotated[str, typer.Option(
     "--backend", rich_help_panel=SPEED,
-    help="torch (PyTorch), onnxruntime (.onnx files from `dart export`) or tensorrt (.engine files from `dart build`).")]
+    help="torch (PyTorch), onnxruntime (.onnx files from `dart export`) or tensorrt (.engine files from `dart build`); "
+         "auto: torch, or what the --engines files are.")]
 Engines = Annotated[Optional[Path], typer.Option(
     "--engines", rich_help_panel=SPEED,
     help="Folder with backbone.onnx + encdec.onnx (onnxruntime) or backbone.engine + encdec.engine (tensorrt).")]
@@ -91,6 +92,15 @@ MaxClasses = Annotated[int, typer.Option(
     "--max-classes", min=1, rich_help_panel=SPEED,
     help="Classes per encoder-decoder batch; more classes are processed in chunks.")]
 
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite",
+    help="Replace outputs that already exist (results of an earlier run). Without it such a run is refused before "
+         "any work; inputs are never overwritten either way.")]
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, envvar="DART_THREADS", rich_help_panel=SPEED, show_default=False,
+    help="CPU threads for PyTorch, OpenCV and onnxruntime (default: the CPUs this process may use). On a machine "
+         "another program keeps busy, fewer (even 1) is much faster.")]
+
 DEFAULTS = {
     "checkpoint": DEFAULT_CHECKPOINT,
     "conf": 0.3,
@@ -100,4 +110,5 @@ DEFAULTS = {
     "precision": "fp32",
     "imgsz": DEFAULT_IMGSZ,
     "max_classes": 16,
+    "backend": "auto",
 }

@@ -40,6 +40,8 @@ def bisect_command(
     device: opt.Device = D["device"],
     output: Annotated[Path, typer.Option("--output", "-o", help="Precision spec file to write (JSON).")] = Path(
         "precision.json"),
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
 ) -> None:
     """Per-block FP16-vs-FP32 cosine of the backbone output, then the smallest set of blocks kept in FP32 that
     reaches --target-cosine, written as a precision spec for [bold]dart build --precision-spec[/].
@@ -49,8 +51,11 @@ def bisect_command(
 
     Example: [bold]dart precision bisect --image street.jpg --target-cosine 0.999 -o precision.json[/]
     """
+    from dart.backends.base import resolve_device, set_threads
     from dart.errors import InputError
     from dart.export.onnx_export import sample_pixels
+    from dart.io import Outputs
+    from dart.models.loading import vit_blocks
     from dart.models.sam3 import validate_imgsz
     from dart.precision import OnnxRuntimeRunner, TorchRunner, bisect, bisect_table
     from dart.pruning.spec import resolve_prune_spec
@@ -58,6 +63,17 @@ def bisect_command(
     console = Console()
     if image is not None and not image.is_file():
         raise InputError(f"image '{image}' does not exist.")
+    plan = Outputs(overwrite=overwrite)
+    plan.inputs_from([image, onnx, prune_spec], "input")
+    plan.input(checkpoint, "checkpoint", contents=True)
+    plan.file(output, "-o/--output")
+    if onnx is None:
+        validate_imgsz(imgsz)
+        resolve_device(device)
+        prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
+        if prune and (blocks := vit_blocks(checkpoint)) is not None:
+            prune.validate(blocks)
+    set_threads(threads)
     if onnx is not None:
         from dart.backends.onnxruntime_backend import resolve_providers
         from dart.export.metadata import read_onnx_metadata
@@ -68,8 +84,6 @@ def bisect_command(
         from dart.models.loading import load_sam3
         from dart.pruning import apply_pruning
 
-        validate_imgsz(imgsz)
-        prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
         console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
         loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
         if prune:
@@ -106,6 +120,7 @@ def compare_command(
     text_cache: opt.TextCachePath = None,
     imgsz: opt.Imgsz = D["imgsz"],
     device: opt.Device = D["device"],
+    threads: opt.Threads = None,
 ) -> None:
     """Cosine and max-abs error of every backbone and encoder-decoder output between two runs.
 
@@ -117,11 +132,21 @@ def compare_command(
     from dart.precision import RunSpec, compare_runs, make_backend, run_outputs
     from dart.text_cache import TextCache
 
+    from dart.backends.base import set_threads
+    from dart.classes import resolve_classes
+    from dart.io import Outputs
+
     console = Console()
     runs = [RunSpec.parse(run_a), RunSpec.parse(run_b)]
-    names = list(classes or ["person", "car"])
+    names = resolve_classes(classes or ["person", "car"], None, False)
     if image is not None and not image.is_file():
         raise InputError(f"image '{image}' does not exist.")
+    if text_cache is not None:
+        plan = Outputs()
+        plan.input(checkpoint, "checkpoint", contents=True)
+        plan.input(image, "image")
+        plan.file(text_cache, "--text-cache", existing="extend")
+    set_threads(threads)
     loaded = None
     if any(r.kind == "torch" for r in runs) or text_cache is None:
         from dart.models.loading import load_sam3

@@ -16,6 +16,7 @@ D = opt.DEFAULTS
 app = typer.Typer(help="Prune SAM3's ViT backbone: importance search, pruned checkpoints, spec files.",
                   no_args_is_help=True, rich_markup_mode="rich")
 
+SEARCH_FILES = ("prune_spec.yaml", "prune_search.json", "prune_curve.png")
 NumPrune = Annotated[Optional[int], typer.Option(
     "--num-prune", min=1, help="With a search file: take the spec after this many greedy steps (default: all).")]
 
@@ -39,18 +40,21 @@ def search(
     precision: opt.Precision = D["precision"],
     batch: Annotated[int, typer.Option("--batch", min=1, help="Calibration images per forward pass.")] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration sample.")] = 0,
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
 ) -> None:
     """Rank ViT blocks by how much removing them changes the FPN features, then remove them greedily.
 
     Example: [bold]dart prune search --calib-dir images/ --num-images 20 --num-prune 16 -o runs/prune[/]
     """
-    from dart.backends.base import resolve_device, resolve_precision
+    from dart.backends.base import resolve_device, resolve_precision, set_threads
     from dart.errors import InputError
-    from dart.models.loading import load_sam3
+    from dart.io import Outputs
+    from dart.models.loading import load_sam3, vit_blocks
     from dart.models.sam3 import validate_imgsz
     from dart.pruning.report import importance_table, steps_table
-    from dart.pruning.search import (GRANULARITIES, calibration_images, calibration_pixels, importance_search,
-                                     plot_search)
+    from dart.pruning.search import (GRANULARITIES, calibration_images, calibration_pixels, check_num_prune,
+                                     importance_search, plot_search)
 
     console = Console()
     if granularity not in GRANULARITIES:
@@ -58,9 +62,14 @@ def search(
     validate_imgsz(imgsz)
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
-    if output.exists() and not output.is_dir():
-        raise InputError(f"output '{output}' exists and is not a folder.")
+    if (blocks := vit_blocks(checkpoint)) is not None:
+        check_num_prune(num_prune, blocks, granularity)
     paths = calibration_images(calib_dir, num_images, seed=seed)
+    plan = Outputs(overwrite=overwrite)
+    plan.input(calib_dir, "calibration folder", contents=True)
+    plan.input(checkpoint, "checkpoint", contents=True)
+    plan.folder(output, "-o/--output", SEARCH_FILES)
+    set_threads(threads)
     console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
     loaded = load_sam3(checkpoint, imgsz=imgsz)
     pixels = calibration_pixels(paths, imgsz)
@@ -70,9 +79,9 @@ def search(
     result.checkpoint = str(checkpoint)
     console.print(importance_table(result))
     console.print(steps_table(result))
-    spec_file = result.save(output / "prune_spec.yaml")
-    result.save(output / "prune_search.json")
-    curve = plot_search(result, output / "prune_curve.png")
+    spec_file = result.save(output / SEARCH_FILES[0])
+    result.save(output / SEARCH_FILES[1])
+    curve = plot_search(result, output / SEARCH_FILES[2])
     console.print(f"spec ({result.spec_at()}): [bold]{spec_file}[/]  curve: [bold]{curve}[/]\n"
                   f"use it with [bold]--prune-spec {spec_file}[/] (detect, export, distill --phase prune) or "
                   f"`dart prune show {spec_file} --num-prune N --save spec.yaml` for another step.", highlight=False)
@@ -108,15 +117,19 @@ def apply(
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
     num_prune: NumPrune = None,
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
 ) -> None:
     """Write a pruned checkpoint: the removed blocks are gone from its weights and it re-applies its spec on load.
 
     Example: [bold]dart prune apply --prune-spec runs/prune/prune_spec.yaml -o sam3-pruned/[/] then
     [bold]dart detect img.jpg -c person --checkpoint sam3-pruned/[/]
     """
+    from dart.backends.base import set_threads
     from dart.errors import InputError
-    from dart.models.loading import load_sam3
-    from dart.pruning.checkpoint import save_pruned
+    from dart.io import Outputs
+    from dart.models.loading import load_sam3, vit_blocks
+    from dart.pruning.checkpoint import find_prune_file, save_pruned
     from dart.pruning.spec import apply_pruning, resolve_prune_spec
 
     console = Console()
@@ -128,6 +141,13 @@ def apply(
         spec = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
     if not spec:
         raise InputError("nothing to prune: give --skip-blocks, --mask-blocks or --prune-spec.")
+    if find_prune_file(checkpoint) is None and (blocks := vit_blocks(checkpoint)) is not None:
+        spec.validate(blocks)
+    plan = Outputs(overwrite=overwrite)
+    plan.input(checkpoint, "checkpoint", contents=True)
+    plan.input(prune_spec, "prune spec")
+    plan.folder(output, "-o/--output", whole=True)
+    set_threads(threads)
     console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
     loaded = load_sam3(checkpoint)
     before = sum(p.numel() for p in loaded.model.parameters())
@@ -145,6 +165,7 @@ def show(
     num_prune: NumPrune = None,
     save: Annotated[Optional[Path], typer.Option("--save", help="Write the spec (after --num-prune steps) to this "
                                                  ".yaml/.json file.")] = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Print a search's tables (or a spec) and optionally save the spec after N greedy steps.
 
@@ -155,6 +176,12 @@ def show(
     from dart.pruning.spec import PruneSpec
 
     console = Console()
+    if save is not None:
+        from dart.io import Outputs
+
+        plan = Outputs(overwrite=overwrite)
+        plan.input(file, "spec file")
+        plan.file(save, "--save")
     result = _try_search(file)
     if result is None:
         if num_prune is not None:

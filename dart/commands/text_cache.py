@@ -36,30 +36,47 @@ def build(
     checkpoint: opt.Checkpoint = D["checkpoint"],
     tokenizer: opt.Tokenizer = None,
     device: opt.Device = D["device"],
+    threads: opt.Threads = None,
 ) -> None:
     """Encode the class names (or their prompts) with SAM3's text encoder into a cache file.
 
     Example: [bold]dart text-cache build --coco --engines engines/[/]  (writes engines/text.safetensors)
     """
+    from dart.backends.base import resolve_device, set_threads
+    from dart.backends.engine_backend import find_stage_files, infer_engine_kind
     from dart.backends.torch_backend import TorchBackend
     from dart.classes import parse_vocabulary, resolve_classes
     from dart.errors import InputError
-    from dart.setup import ENGINES_TEXT_CACHE
+    from dart.io import Outputs
     from dart.models.loading import load_sam3
-    from dart.text_cache import TextCache
+    from dart.setup import ENGINES_TEXT_CACHE
+    from dart.text_cache import TextCache, read_cache_info
 
     console = Console()
     prompts = parse_vocabulary(resolve_classes(classes, classes_file, coco)).prompts
     fingerprint = None
     if engines is not None:
-        from dart.backends.engine_backend import find_stage_files, infer_engine_kind
         from dart.export.metadata import read_metadata
 
-        backbone_file, _ = find_stage_files(engines, infer_engine_kind(engines))
-        fingerprint = read_metadata(backbone_file).fingerprint
+        stage_files = find_stage_files(engines, infer_engine_kind(engines))
+        fingerprint = read_metadata(stage_files[0]).fingerprint
         output = output or engines / ENGINES_TEXT_CACHE
     if output is None:
         raise InputError("say where the cache goes: -o text.safetensors, or --engines DIR (DIR/text.safetensors).")
+    resolve_device(device)
+    plan = Outputs()
+    plan.input(checkpoint, "checkpoint", contents=True)
+    plan.input(tokenizer, "tokenizer", contents=True)
+    plan.input(classes_file, "classes file")
+    if engines is not None:
+        plan.inputs_from(stage_files, "engine file")
+    plan.file(output, "-o/--output", existing="extend")
+    if output.is_file():
+        existing = read_cache_info(output)  # a damaged or foreign file is refused before the model loads
+        if fingerprint is not None and existing["fingerprint"] != fingerprint:
+            raise InputError(f"the text cache '{output}' belongs to model {existing['fingerprint']}, not to the "
+                             f"engines' {fingerprint}; use another -o.")
+    set_threads(threads)
     with console.status(f"loading SAM3 from {checkpoint} ..."):
         loaded = load_sam3(checkpoint, tokenizer=tokenizer)
     if fingerprint is not None and loaded.fingerprint != fingerprint:

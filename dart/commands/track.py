@@ -48,6 +48,7 @@ def track(ctx: typer.Context, **params: Any) -> None:
 
 def _track_saved(detections: Path, tracker_options: dict[str, Any], params: dict[str, Any]) -> None:
     from dart.errors import InputError
+    from dart.io import Outputs
     from dart.render import count
     from dart.video.pipeline import track_saved_detections
 
@@ -60,6 +61,14 @@ def _track_saved(detections: Path, tracker_options: dict[str, Any], params: dict
     console = Console(stderr=save_jsonl == "-")
     extra = {"nms_iou": params["class_agnostic_nms"]} if params["class_agnostic_nms"] is not None else {}
     tracker = video_cmd.build_tracker(**tracker_options, **extra)
+    plan = Outputs(overwrite=params["overwrite"])
+    plan.input(detections, "detections file", required=True)
+    if mot is not None:
+        plan.file(mot, "-o/--save-mot")
+    if save_jsonl not in (None, "-"):
+        plan.file(save_jsonl, "--save-jsonl")
+    if mot is not None and save_jsonl not in (None, "-") and Path(mot).resolve() == Path(save_jsonl).resolve():
+        raise InputError("the MOT file and --save-jsonl must be two different files.")
     stats = track_saved_detections(detections, tracker, save_mot=mot, save_jsonl=save_jsonl,
                                    start=params["start"], stride=params["stride"], max_frames=params["max_frames"],
                                    progress=params["progress"], console=console)

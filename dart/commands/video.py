@@ -66,15 +66,22 @@ MaxTimeLost = Annotated[int, typer.Option(
 TRACK_DEFAULTS = {"tracker": "bytetrack", "track_thresh": 0.5, "match_thresh": 0.5, "max_time_lost": 30}
 
 
-def build_detector(console: Console, names: list[str], **o: Any):
-    """The detector ``dart detect`` would build from the same flags (PyTorch, or exported ONNX/TensorRT stages)."""
+SETUP_KEYS = ("checkpoint", "tokenizer", "backbone", "student_weights", "skip_blocks", "mask_blocks", "prune_spec",
+              "backend", "engines", "backbone_engine", "encdec_engine", "imgsz", "precision", "device", "compile",
+              "max_classes", "text_cache")
+
+
+def video_setup(**o: Any):
+    """The :class:`~dart.setup.Setup` the flags describe, validated (no weights loaded)."""
     from dart.setup import Setup
 
-    setup = Setup(**{key: o[key] for key in (
-        "checkpoint", "tokenizer", "backbone", "student_weights", "skip_blocks", "mask_blocks", "prune_spec", "backend",
-        "engines", "backbone_engine", "encdec_engine", "imgsz", "precision", "device", "compile", "max_classes",
-        "text_cache")})
+    setup = Setup(**{key: o[key] for key in SETUP_KEYS})
     setup.validate(None)
+    return setup
+
+
+def build_detector(console: Console, setup, names: list[str], **o: Any):
+    """The detector ``dart detect`` would build from the same flags (PyTorch, or exported ONNX/TensorRT stages)."""
     if not setup.uses_engines:
         console.print(f"loading SAM3 from [bold]{o['checkpoint']}[/] ...", highlight=False)
     return setup.build_detector(names, conf=o["conf"], class_conf=o["class_conf"], nms=o["nms"],
@@ -107,6 +114,8 @@ def summary_table(result, title: str) -> Table:
         table.add_row("reconnected", f"{result.reconnects} times")
     stopped = {"end": "end of source", "user": "stopped by the user", "interrupted": "interrupted (Ctrl-C)",
                "error": "the source failed"}[result.stopped]
+    if result.ended_early:
+        stopped = f"the source ended early: {result.frames} of the {result.expected} frames it announces"
     table.add_row("stopped", stopped)
     for kind, path in result.outputs.items():
         table.add_row(f"saved {kind}", path)
@@ -124,9 +133,33 @@ def stage_table(stages: dict[str, dict[str, float]], pipelined: bool) -> Table:
     return table
 
 
+def plan_outputs(source: str, setup, o: dict[str, Any]) -> None:
+    """Check every output of a video run against its inputs, the overwrite policy and the file system, before the
+    source opens or a model loads."""
+    from dart.errors import InputError
+    from dart.io import Outputs
+    from dart.video.writers import check_video_name
+
+    paths = [Path(p).resolve() for p in (o["output"], o["save_jsonl"], o["save_mot"]) if p not in (None, "-")]
+    if len(set(paths)) < len(paths):
+        raise InputError("-o, --save-jsonl and --save-mot must name three different files.")
+    plan = Outputs(overwrite=o["overwrite"])
+    plan.input(source, "video source", contents=True)
+    plan.input(o["classes_file"], "classes file")
+    setup.register_inputs(plan)
+    setup.plan_text_cache(plan)
+    if o["output"] is not None:
+        plan.file(check_video_name(o["output"]), "-o/--output")
+    if o["save_jsonl"] not in (None, "-"):
+        plan.file(o["save_jsonl"], "--save-jsonl")
+    if o["save_mot"] is not None:
+        plan.file(o["save_mot"], "--save-mot")
+
+
 def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_options: dict[str, Any],
                       **o: Any) -> None:
     """Shared body of ``dart video`` and ``dart track`` (parse -> validate -> run -> render)."""
+    from dart.backends.base import set_threads
     from dart.classes import parse_class_conf, resolve_classes
     from dart.errors import DartError, InputError
     from dart.render import count
@@ -147,11 +180,17 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     tracker = build_tracker(**tracker_options) if track else None
     if o["conf"] is None:
         o["conf"] = min(0.1, tracker_options["track_thresh"]) if track else D["conf"]
+    setup = video_setup(**o)
+    plan_outputs(source, setup, o)
+    set_threads(o["threads"])
+    if not any(o[key] for key in ("output", "save_jsonl", "save_mot", "display")):
+        console.print("[yellow]note:[/] nothing will be saved (no -o, --save-jsonl or --save-mot): only the summary "
+                      "is printed.", highlight=False)
     src = open_source(source, start=o["start"], stride=o["stride"], max_frames=o["max_frames"], fps=o["fps"],
                       reconnect=o["reconnect"])
     try:
         console.print(f"source: {src.describe()}", highlight=False)
-        detector = build_detector(console, names, **o)
+        detector = build_detector(console, setup, names, **o)
         if o["tile"]:
             from dart.tiling import TiledDetector
 
@@ -170,6 +209,10 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
         raise
     console.print(summary_table(result, f"{count(result.frames, 'frame')}, {count(len(names), 'class')}, "
                                         f"{detector.backend.name} on {detector.backend.device}"))
+    if result.ended_early:
+        console.print(f"[yellow]warning:[/] '{src.name}' ended after {result.frames} of the {result.expected} frames "
+                      "its container announces (a truncated or damaged file?); the results of those frames are saved.",
+                      highlight=False)
     if result.stages:
         console.print(stage_table(result.stages, result.mode == "pipelined"))
     if result.stopped == "interrupted":
@@ -219,10 +262,12 @@ def video(
     compile: opt.Compile = None,
     imgsz: opt.RunImgsz = None,
     max_classes: opt.MaxClasses = D["max_classes"],
-    backend: opt.BackendName = "torch",
+    backend: opt.BackendName = D["backend"],
     engines: opt.Engines = None,
     backbone_engine: opt.BackboneEngine = None,
     encdec_engine: opt.EncdecEngine = None,
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
 ) -> None:
     """Detect (and with --track, track) objects in a video, a folder of frames, a camera or a stream.
 

@@ -237,7 +237,7 @@ class _Trainer:
             return state
         if state.exists() and not self.config.exist_ok:
             raise InputError(f"'{self.output}' already holds a distillation run; pass --resume to continue it, "
-                             "--exist-ok to start over in it, or another --output.")
+                             "--overwrite to start over in it, or another --output.")
         return None
 
     def _datasets(self, teacher: nn.Module, fingerprint: str):

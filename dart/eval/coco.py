@@ -204,12 +204,14 @@ def evaluate_coco(
     settings: dict[str, Any] | None = None,
     progress: bool = True,
     shard_timeout: float = 24 * 3600.0,
+    coco: Any = None,
 ) -> EvalResult | None:
     """Detect ``classes`` (default: the 80 COCO names) on the annotated images and score them.
 
     ``detector`` is anything with ``set_classes``, ``classes`` and ``detect_batch(images) -> [Detections]``
     (a :class:`~dart.detector.Detector`). ``settings`` (JSON-ready) describes the run; resuming refuses
-    predictions made with other settings. Returns the result on rank 0 and ``None`` on other ranks.
+    predictions made with other settings (``resume=False`` starts over). ``coco``: the annotations already loaded
+    with :func:`load_annotations`. Returns the result on rank 0 and ``None`` on other ranks.
     """
     from dart.preprocess import load_image
 
@@ -217,12 +219,11 @@ def evaluate_coco(
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise InputError(f"output '{output}' exists and is not a folder.")
-    coco = load_annotations(annotations)
+    coco = coco if coco is not None else load_annotations(annotations)
     records = image_records(coco, images_dir, max_images)
     names = list(classes) if classes is not None else list(COCO80)
     cat_ids = category_ids(names, coco)
-    run_info = {"annotations": str(Path(annotations).resolve()), "classes": names, "category_ids": cat_ids,
-                "masks": masks, "settings": settings or {}}
+    run_info = make_run_info(annotations, names, cat_ids, masks, settings)
     output.mkdir(parents=True, exist_ok=True)
     own = st.PredictionStore(output, rank)
     if not resume:
@@ -275,20 +276,41 @@ def _rank_of(path: Path) -> int:
     return int(digits) if digits else 0
 
 
+def make_run_info(annotations: str | Path, classes: Sequence[str], cat_ids: Sequence[int], masks: bool,
+                  settings: dict[str, Any] | None) -> dict[str, Any]:
+    """What identifies an evaluation run (``run.json``): a resumed run must have the same."""
+    return {"annotations": str(Path(annotations).resolve()), "classes": list(classes), "category_ids": list(cat_ids),
+            "masks": masks, "settings": settings or {}}
+
+
+def check_resumable(output: str | Path, info: dict[str, Any], *, ignore: Sequence[str] = ()) -> None:
+    """Refuse, before any work, an output folder holding predictions of a run with other settings. ``ignore``:
+    setting names not known yet (the model fingerprint before the model loads), compared later."""
+    path = Path(output) / RUN
+    if not path.exists() or not st.done_ids(path.parent):
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        previous = None
+    canonical = json.loads(json.dumps(info))
+    if isinstance(previous, dict) and ignore:
+        previous = {**previous, "settings": {k: v for k, v in (previous.get("settings") or {}).items()
+                                             if k not in ignore}}
+        canonical = {**canonical, "settings": {k: v for k, v in canonical["settings"].items() if k not in ignore}}
+    if previous != canonical:
+        changed = _first_difference(previous, canonical).removeprefix("settings.")
+        raise InputError(
+            f"'{path.parent}' holds predictions made with other settings ({changed}); pass --overwrite to start over "
+            "or choose another --output."
+        )
+
+
 def _check_run_info(path: Path, info: dict[str, Any], resume: bool) -> None:
     """Record the run's settings; refuse to resume predictions made with different ones."""
     canonical = json.loads(json.dumps(info))
-    if resume and path.exists() and st.done_ids(path.parent):
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            previous = None
-        if previous != canonical:
-            changed = _first_difference(previous, canonical).removeprefix("settings.")
-            raise InputError(
-                f"'{path.parent}' holds predictions made with other settings ({changed}); pass --no-resume to start "
-                "over or choose another --output."
-            )
+    if resume:
+        check_resumable(path.parent, info)
     if not path.exists() or json.loads(path.read_text(encoding="utf-8") or "null") != canonical:
         write_json(path, canonical)
 

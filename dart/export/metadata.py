@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from dart.errors import InputError
+from dart.errors import CheckpointError, InputError
 from dart.pruning import PruneSpec
 
 PREFIX = "dart."
@@ -60,15 +60,15 @@ class StageMetadata:
             try:
                 values[key[len(PREFIX):]] = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{source} has unreadable dart metadata ({key}); export it again.") from exc
+                raise CheckpointError(f"{source} has unreadable dart metadata ({key}); export it again.") from exc
         missing = {"stage", "imgsz", "fingerprint", "dart_version"} - set(values)
         if missing:
-            raise InputError(
+            raise CheckpointError(
                 f"{source} carries no dart metadata ({sorted(missing)[0]} is missing), so dart cannot check what it "
                 "was built for; export it with `dart export`."
             )
         if values["stage"] not in STAGES:
-            raise InputError(f"{source} is a '{values['stage']}' stage; dart knows {', '.join(STAGES)}.")
+            raise CheckpointError(f"{source} is a '{values['stage']}' stage; dart knows {', '.join(STAGES)}.")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,7 +115,8 @@ def read_onnx_metadata(path: str | Path) -> StageMetadata:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a bad file
-        raise InputError(f"'{path}' is not a readable ONNX file ({exc}).") from exc
+        raise CheckpointError(f"'{path}' is not a readable ONNX file ({type(exc).__name__}); export it again with "
+                              "`dart export`.") from exc
     return StageMetadata.from_props({p.key: p.value for p in model.metadata_props}, path)
 
 
@@ -136,8 +137,8 @@ def read_engine_metadata(engine: str | Path) -> StageMetadata:
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"engine metadata '{path}' is unreadable ({exc}); build the engine again.") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"engine metadata '{path}' is unreadable ({exc}); build the engine again.") from exc
     if not isinstance(data, dict):
         raise InputError(f"engine metadata '{path}' is not a JSON object; build the engine again.")
     return StageMetadata.from_props({PREFIX + k: json.dumps(v) for k, v in data.items()}, path)

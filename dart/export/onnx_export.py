@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -200,11 +199,11 @@ def staged_onnx(model: Any, path: Path) -> Iterator[tuple[Path, bool]]:
     to ``<name>.data`` beside the file when it would pass protobuf's 2 GB limit."""
     import onnx
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from dart.io import commit, default_mode, staging_folder
+
     data_name = path.name + ".data"
     external = _tensor_bytes(model) > EXTERNAL_DATA_LIMIT
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staging_folder(path) as tmp_dir:
         tmp_file = tmp_dir / path.name
         if external:
             onnx.save_model(model, str(tmp_file), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -212,17 +211,13 @@ def staged_onnx(model: Any, path: Path) -> Iterator[tuple[Path, bool]]:
         else:
             onnx.save_model(model, str(tmp_file))
         yield tmp_file, external
-        umask = os.umask(0)
-        os.umask(umask)
         for staged in tmp_dir.iterdir():
-            os.chmod(staged, 0o666 & ~umask)  # onnx writes external data private; give it a normal file's mode
+            os.chmod(staged, default_mode())  # onnx writes external data private; give it a normal file's mode
         if external:
-            os.replace(tmp_dir / data_name, path.parent / data_name)
-        os.replace(tmp_file, path)
+            commit(tmp_dir / data_name, path.parent / data_name)
+        commit(tmp_file, path)
         if not external and (path.parent / data_name).exists():
             (path.parent / data_name).unlink()  # a stale weights file of an earlier, larger export
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def save_onnx(model: Any, path: Path) -> bool:

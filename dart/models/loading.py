@@ -15,11 +15,13 @@ Only the video tracker's keys of a full checkpoint are ignored, by name.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dart.errors import CheckpointError
+from dart.errors import CheckpointError, DartError
 from dart.models.sam3 import DEFAULT_IMGSZ, fingerprint_model, set_image_size
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,6 +72,40 @@ def load_sam3(checkpoint: str | Path = DEFAULT_CHECKPOINT, *, imgsz: int = DEFAU
     fingerprint = fingerprint_model(model)
     set_image_size(model, imgsz)
     return LoadedSam3(model=model, fingerprint=fingerprint, source=spec, tokenizer_source=tok_source)
+
+
+def vit_blocks(checkpoint: str | Path) -> int | None:
+    """The number of ViT blocks of a checkpoint, read from its config alone (no weights loaded, no download): a
+    folder's ``config.json``, the one beside a file (SAM3's default config for a bare ``sam3.pt``), or a hub repo's
+    config in the local cache. ``None`` when it cannot be known without loading (or downloading) the model."""
+    import json
+
+    spec = str(checkpoint)
+    path = Path(spec).expanduser()
+    config_file: Path | None = None
+    if path.is_dir():
+        config_file = path / "config.json"
+    elif path.is_file():
+        config_file = path.parent / "config.json"
+        if not config_file.is_file():
+            from transformers import Sam3Config
+
+            return int(Sam3Config().vision_config.backbone_config.num_hidden_layers)
+    elif not _looks_like_path(spec):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(spec, "config.json")
+        except Exception:  # noqa: BLE001 - an unusual cache layout only means "unknown"
+            cached = None
+        config_file = Path(cached) if isinstance(cached, str) else None
+    if config_file is None or not config_file.is_file():
+        return None
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+        return int(data["vision_config"]["backbone_config"]["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a broken config is reported, with its name, when the model loads
 
 
 def _quiet_transformers() -> None:
@@ -155,10 +191,8 @@ def _load_folder(folder: Path) -> Sam3Model:
 
     if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} has no config.json, so it is not a transformers SAM3 folder.")
-    try:
+    with unreadable_weights(folder, "SAM3 checkpoint folder"):
         model, info = Sam3Model.from_pretrained(folder, output_loading_info=True, dtype="float32")
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"cannot load the SAM3 model in {folder}: {_first_line(exc)}.") from exc
     _check_loading_info(info, folder)
     return model
 
@@ -166,12 +200,10 @@ def _load_folder(folder: Path) -> Sam3Model:
 def _model_from_state_dict(config: Any, state_dict: dict[str, torch.Tensor], source: Path) -> Sam3Model:
     from transformers import Sam3Model
 
-    try:
+    with unreadable_weights(source, "checkpoint"):
         model, info = Sam3Model.from_pretrained(
             None, config=config, state_dict=state_dict, output_loading_info=True, dtype="float32"
         )
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"cannot load the weights in {source}: {_first_line(exc)}.") from exc
     _check_loading_info(info, source)
     return model
 
@@ -192,26 +224,19 @@ def _check_loading_info(info: dict[str, Any], source: Path) -> None:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    try:
+    with unreadable_weights(path, ".safetensors file"):
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable .safetensors file ({_first_line(exc)}); re-download it.") from exc
 
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    import pickle
-
     import torch
 
     from dart.models.meta_keymap import extract_meta_state_dict
 
-    try:
+    with unreadable_weights(path, "PyTorch checkpoint"):
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)}); re-download it.") from exc
     try:
         return extract_meta_state_dict(obj)
     except ValueError as exc:
@@ -235,10 +260,8 @@ def _config_beside(path: Path) -> Any:
 
     config_file = path.parent / "config.json"
     if config_file.exists():
-        try:
+        with unreadable_weights(config_file, "SAM3 config", fix="it must be the config.json of a SAM3 checkpoint"):
             return Sam3Config.from_json_file(str(config_file))
-        except (OSError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{config_file} is not a valid SAM3 config ({_first_line(exc)}).") from exc
     return Sam3Config()
 
 
@@ -254,7 +277,9 @@ def load_tokenizer(source: str | Path | None, checkpoint: str = DEFAULT_CHECKPOI
     target = str(source) if source is not None else str(download_tokenizer())
     try:
         return AutoTokenizer.from_pretrained(target)
-    except (OSError, ValueError) as exc:
+    except DartError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exceptions for damaged files
         raise CheckpointError(
             f"no usable tokenizer for {checkpoint} in {target} ({_first_line(exc)}); put tokenizer.json beside the "
             "checkpoint or pass --tokenizer with a folder or hub id that has one."
@@ -272,6 +297,20 @@ def download_tokenizer(repo_id: str = DEFAULT_CHECKPOINT) -> Path:
             f"this checkpoint has no tokenizer beside it and the {repo_id} tokenizer could not be fetched "
             f"({_first_line(exc)}); put tokenizer.json beside the checkpoint or pass --tokenizer."
         ) from exc
+
+
+@contextmanager
+def unreadable_weights(path: str | Path, what: str = "checkpoint",
+                       fix: str = "it is damaged or not what dart expects: re-download or re-create it") -> Iterator[None]:
+    """Any failure while reading weights (truncated files, text files named ``.pt``, foreign formats ...) becomes
+    one :class:`CheckpointError` sentence (exit code 3) naming the file; dart's own errors pass through."""
+    try:
+        yield
+    except DartError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every reader raises its own kinds; all mean "cannot use this file"
+        raise CheckpointError(f"{what} '{path}' cannot be loaded ({type(exc).__name__}: {_first_line(exc)}); "
+                              f"{fix}.") from exc
 
 
 def _first_line(exc: object) -> str:

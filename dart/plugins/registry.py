@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from dart.errors import DartError
+from dart.errors import DependencyError, InputError
 
 GROUPS: dict[str, str] = {
     "dart.commands": "subcommand",
@@ -64,17 +64,18 @@ def available(group: str) -> list[tuple[str, str, str]]:
 
 
 def load(group: str, name: str) -> Any:
-    """Import one plugin by name; unknown names and broken plugins raise a :class:`DartError` sentence."""
+    """Import one plugin by name; an unknown name is an :class:`InputError` (exit 2) and a plugin that fails to
+    import a :class:`DependencyError` (exit 4), each one sentence."""
     eps = {ep.name: ep for ep in _entry_points(group)}
     if name not in eps:
         names = ", ".join(eps) or "none"
-        raise DartError(f"there is no {GROUPS[group]} named '{name}'; registered {GROUPS[group]}s: {names}.")
+        raise InputError(f"there is no {GROUPS[group]} named '{name}'; registered {GROUPS[group]}s: {names}.")
     ep = eps[name]
     try:
         return ep.load()
     except Exception as exc:  # noqa: BLE001 - a plugin may raise anything at import time
         failure = PluginFailure(group, ep.name, ep.value, _package(ep), f"{type(exc).__name__}: {exc}")
-        raise DartError(failure.sentence()) from exc
+        raise DependencyError(failure.sentence()) from exc
 
 
 def load_all(group: str) -> tuple[dict[str, Any], list[PluginFailure]]:

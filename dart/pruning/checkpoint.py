@@ -17,14 +17,12 @@ no prune flags.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dart.errors import CheckpointError, InputError
-from dart.io import default_mode
+from dart.io import atomic_folder
 from dart.pruning.spec import PruneSpec, apply_pruning, kept_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,10 +92,7 @@ def save_pruned(model: nn.Module, folder: str | Path, *, tokenizer_source: str |
     info = {"format": FORMAT, **spec.to_dict(), "num_blocks": num_blocks, "source": source}
     if extra:
         info.update(extra)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        os.chmod(staging, default_mode(directory=True))
+    with atomic_folder(folder) as staging:
         model.config.to_json_file(str(staging / "config.json"))
         save_file(pruned_state_dict(model), str(staging / WEIGHTS_FILE), metadata={"format": "pt",
                                                                                   "dart_prune": json.dumps(info)})
@@ -106,28 +101,7 @@ def save_pruned(model: nn.Module, folder: str | Path, *, tokenizer_source: str |
                 for file in Path(tokenizer_source).glob(pattern):
                     shutil.copy2(file, staging / file.name)
         (staging / PRUNE_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        for file in staging.iterdir():
-            os.chmod(file, default_mode())  # safetensors writes its files private (0600)
-        _swap_in(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-def _swap_in(staging: Path, folder: Path) -> None:
-    if not folder.exists():
-        os.replace(staging, folder)
-        return
-    backup = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-    backup.rmdir()
-    os.replace(folder, backup)
-    try:
-        os.replace(staging, folder)
-    except OSError:
-        os.replace(backup, folder)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def expected_missing(model: nn.Module, spec: PruneSpec) -> set[str]:
@@ -141,7 +115,7 @@ def load_pruned(path: str | Path) -> nn.Module:
     """Load a pruned checkpoint folder (or its ``.safetensors`` file) and apply its recorded spec."""
     from transformers import Sam3Config, Sam3Model
 
-    from dart.models.loading import _first_line, _read_safetensors
+    from dart.models.loading import _read_safetensors, unreadable_weights
 
     path = Path(path)
     folder = path if path.is_dir() else path.parent
@@ -155,16 +129,12 @@ def load_pruned(path: str | Path) -> nn.Module:
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"pruned checkpoint {folder} has no config.json; re-save it with `dart prune apply`.")
-    try:
+    with unreadable_weights(config_file, "SAM3 config", fix="re-save the pruned checkpoint with `dart prune apply`"):
         config = Sam3Config.from_json_file(str(config_file))
-    except (OSError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{config_file} is not a valid SAM3 config ({_first_line(exc)}).") from exc
     state_dict = _read_safetensors(weights)
-    try:
+    with unreadable_weights(weights, "pruned checkpoint", fix="re-save it with `dart prune apply`"):
         model, info = Sam3Model.from_pretrained(None, config=config, state_dict=state_dict, output_loading_info=True,
                                                 dtype="float32")
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"cannot load the weights in {weights}: {_first_line(exc)}.") from exc
     missing = set(map(str, info.get("missing_keys") or ()))
     expected = expected_missing(model, spec)
     problems = []

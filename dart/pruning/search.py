@@ -258,6 +258,15 @@ class SearchResult:
 ProgressFn = Callable[[str, int, int], None]
 
 
+def check_num_prune(num_prune: int, num_blocks: int, granularity: str = "block") -> None:
+    """At least one unit must stay: a whole block (``block``) or both branches of one (``sub-block``)."""
+    units = len(all_units(num_blocks, granularity))
+    most = units - (1 if granularity == "block" else 2)
+    if not 1 <= num_prune <= most:
+        raise InputError(f"--num-prune must be between 1 and {most} for {granularity} granularity (the backbone has "
+                         f"{num_blocks} blocks), got {num_prune}.")
+
+
 def importance_search(
     model: nn.Module,
     pixels: torch.Tensor,
@@ -281,9 +290,7 @@ def importance_search(
     if len(backbone.layers) != num_blocks or getattr(model, "dart_prune_spec", None):
         raise InputError("the importance search needs the unpruned checkpoint, not a pruned one.")
     units = all_units(num_blocks, granularity)
-    max_prune = len(units) - (1 if granularity == "block" else 2)
-    if not 1 <= num_prune <= max_prune:
-        raise InputError(f"--num-prune must be between 1 and {max_prune} for {granularity} granularity, got {num_prune}.")
+    check_num_prune(num_prune, num_blocks, granularity)
     if candidates < 1:
         raise InputError(f"--candidates must be at least 1, got {candidates}.")
     global_blocks = sorted(int(i) for i in config.global_attn_indexes)

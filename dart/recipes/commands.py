@@ -102,7 +102,14 @@ def run_command(argv: list[str]) -> int:
     Errors inside the command are printed by the root group (one sentence) and come back as their exit code;
     usage errors (unknown option, bad value) are printed here the way the command line prints them.
     """
+    import click
+
+    from dart.cli import DEBUG_KEY, VERBOSE_KEY
+
     group = root_command()
+    outer = click.get_current_context(silent=True)
+    meta = outer.find_root().meta if outer is not None else {}
+    argv = [*(["--debug"] if meta.get(DEBUG_KEY) else []), *(["--verbose"] if meta.get(VERBOSE_KEY) else []), *argv]
     try:
         result = group.main(args=list(argv), prog_name="dart", standalone_mode=False)
     except Exception as exc:  # click's usage errors; Typer vendors click, so they are matched by shape

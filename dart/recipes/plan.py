@@ -39,6 +39,8 @@ class PlannedStep:
     outputs: list[Path]
     declared_inputs: list[Path]
     inherited: list[str]
+    output_flags: frozenset[str] = frozenset()  # the command's options that name files it writes (-o, --save-*)
+    overwrite_flag: str | None = None  # the command's --overwrite, when it has one
 
     @property
     def name(self) -> str:
@@ -47,6 +49,13 @@ class PlannedStep:
     @property
     def command_line(self) -> str:
         return "dart " + shlex.join(self.argv)
+
+    def run_argv(self) -> list[str]:
+        """The command line the runner executes: a recipe replaces its own earlier outputs, so a step whose command
+        has ``--overwrite`` gets it (inputs are still never written over)."""
+        if self.overwrite_flag and self.overwrite_flag not in self.argv:
+            return [*self.argv, self.overwrite_flag]
+        return list(self.argv)
 
     @property
     def digest(self) -> str:
@@ -63,9 +72,12 @@ class PlannedStep:
     def inputs(self) -> list[Path]:
         """Declared inputs plus existing paths named in the arguments, minus the step's own outputs."""
         found: list[Path] = list(self.declared_inputs)
-        for token in self.argv[len(self.step.run.split()):]:
+        tokens = self.argv[len(self.step.run.split()):]
+        for i, token in enumerate(tokens):
             if not token or token.startswith("-") or len(token) > 4096:
                 continue
+            if i > 0 and tokens[i - 1] in self.output_flags:
+                continue  # a file the step writes (its --save-jsonl, say) is not an input of it
             path = Path(token).expanduser()
             try:
                 if path.exists():
@@ -163,11 +175,44 @@ def build_plan(recipe: Recipe, commands: dict[str, CommandInfo] | None = None) -
             flags = ", ".join(o.flag for o in missing)
             problems.append(f"{step.line}: step '{step.name}': dart {step.run} needs {flags}; add it under "
                             "'options:'.")
+        else:
+            problem = parse_problem(info, argv[len(step.run.split()):])
+            if problem:
+                problems.append(f"{step.line}: step '{step.name}': {problem}")
         plan.append(PlannedStep(step, argv, [Path(o) for o in step.outputs], [Path(i) for i in step.inputs],
-                                inherited))
+                                inherited, output_flags(info), _overwrite_flag(info)))
     if problems:
         raise RecipeError(problems)
     return plan
+
+
+def parse_problem(info: CommandInfo, args: list[str]) -> str | None:
+    """Parse a step's arguments exactly as ``dart`` would (types, ranges, choices: ``conf: high`` is refused here,
+    not when the step runs); the problem as a sentence, or None."""
+    try:
+        ctx = info.command.make_context(f"dart {info.path}", list(args), resilient_parsing=False)
+    except Exception as exc:  # click's usage errors (Typer may vendor click: matched by shape)
+        message = getattr(exc, "format_message", None)
+        if callable(message):
+            return str(message()).rstrip(".") + "."
+        raise
+    ctx.close()
+    return None
+
+
+def output_flags(info: CommandInfo) -> frozenset[str]:
+    """Flags whose value is a file or folder the command writes: ``--output``/``-o`` and every ``--save-*`` option
+    that takes a value (the naming convention of dart's commands, which plugins are asked to follow)."""
+    flags: set[str] = set()
+    for option in info.options.values():
+        if not option.is_flag and (option.name == "output" or option.name.startswith("save")):
+            flags.update(option.opts)
+    return frozenset(flags)
+
+
+def _overwrite_flag(info: CommandInfo) -> str | None:
+    option = info.option("overwrite")
+    return option.flag if option is not None and option.is_flag else None
 
 
 def step_argv(step: Step, info: CommandInfo, settings: dict[str, Any]) -> tuple[list[str], list[str]]:

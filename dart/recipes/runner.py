@@ -13,6 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from rich.markup import escape
+
 from dart.errors import DartError
 from dart.recipes.commands import run_command
 from dart.recipes.plan import PlannedStep, build_plan
@@ -69,11 +71,9 @@ def run_recipe(plan: list[PlannedStep], *, force: bool = False, only: list[str] 
             console.print(f"{title}: [green]up to date[/], skipped", highlight=False)
             continue
         reason = "--force" if force and status.up_to_date else status.reason
-        console.print(f"{title}: running ({reason})\n  [dim]{step.command_line}[/]", highlight=False)
-        for output in step.outputs:
-            output.parent.mkdir(parents=True, exist_ok=True)
+        console.print(f"{title}: running ({reason})\n  [dim]{escape(step.command_line)}[/]", highlight=False)
         started = time.perf_counter()
-        code = run_command(step.argv)
+        code = run_command(step.run_argv())
         seconds = time.perf_counter() - started
         if code == 130:
             raise KeyboardInterrupt

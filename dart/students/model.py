@@ -138,17 +138,17 @@ class StudentBackbone(nn.Module):
 
 def read_student_checkpoint(path: str | Path, *, tensors: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(metadata, state_dict)`` of a student ``.safetensors`` file (``tensors=False``: metadata only)."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
+
+    from dart.models.loading import unreadable_weights
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"student weights '{path}' do not exist; train them with `dart distill --phase adapter`.")
-    try:
+    with unreadable_weights(path, "student weights", fix="train them again with `dart distill --phase adapter`"):
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("dart_student")
             state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"student weights '{path}' are not a readable .safetensors file ({exc}).") from exc
     if raw is None:
         raise CheckpointError(f"'{path}' is not a dart student checkpoint (no backbone metadata); "
                               "train one with `dart distill --phase adapter`.")

@@ -52,6 +52,8 @@ class VideoResult:
     frames: int = 0
     seconds: float = 0.0
     stopped: str = "end"  # end | user (q / Esc / callback) | interrupted (Ctrl-C) | error
+    expected: int | None = None  # frames the source announced (files), when known
+    ended_early: bool = False  # the source ran out of frames before ``expected`` (a truncated or damaged file)
     error: DartError | None = None
     dropped: int = 0  # live frames dropped because inference was slower than the source
     reconnects: int = 0  # times a live source was reopened after it stopped sending frames
@@ -67,7 +69,8 @@ class VideoResult:
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "mode": self.mode, "frames": self.frames, "seconds": round(self.seconds, 4),
                 "fps": round(self.fps, 3), "stopped": self.stopped, "error": str(self.error) if self.error else None,
-                "dropped": self.dropped, "reconnects": self.reconnects, "detections": self.detections, "tracks": len(self.track_ids),
+                "dropped": self.dropped, "reconnects": self.reconnects, "detections": self.detections,
+                "tracks": len(self.track_ids), "expected": self.expected, "ended_early": self.ended_early,
                 "stages": self.stages, "outputs": self.outputs}
 
 
@@ -346,6 +349,8 @@ def run_video(
             timer.records["decode"] = list(reader.decode_ms)
         source.close()
         result.reconnects = getattr(source, "reconnects", 0)
+        result.expected = source.total
+        result.ended_early = bool(source.ended_early) and result.stopped == "end"
         detector_timer, detector.timer = detector.timer, previous_timer
         result.outputs = sink.close()
         result.frames = sink.frames

@@ -25,6 +25,7 @@ import numpy as np
 
 from dart.errors import DartError, InputError
 from dart.images import expand_images
+from dart.io import redact
 from dart.preprocess import is_image_file, load_image
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -55,6 +56,8 @@ class VideoSource:
     size: tuple[int, int] | None = None  # (width, height), when known before the first frame
     total: int | None = None  # frames this source will yield (after start/stride/max_frames), when known
     live: bool = False
+    decoded: int = 0  # frames delivered so far
+    ended_early: bool = False  # a file whose frames ran out before the count its container announces
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -90,7 +93,7 @@ class CaptureSource(VideoSource):
         self.spec = spec
         self.start, self.stride, self.max_frames = start, stride, max_frames
         self.kind = "camera" if isinstance(spec, int) else ("stream" if str(spec).startswith(STREAM_PREFIXES) else "file")
-        self.name = f"camera {spec}" if self.kind == "camera" else str(spec)
+        self.name = f"camera {spec}" if self.kind == "camera" else redact(str(spec))  # no password is ever shown
         self.reconnect = reconnect
         self.reconnects = 0  # successful reopenings
         self._tries = 0  # reopenings tried since the last frame
@@ -109,9 +112,10 @@ class CaptureSource(VideoSource):
         if self.frame_count is not None:
             if start >= self.frame_count:
                 self.cap.release()
-                raise InputError(f"--start {start} is past the end of '{spec}' ({self.frame_count} frames).")
+                raise InputError(f"--start {start} is past the end of '{self.name}' ({self.frame_count} frames).")
             self.total = _count_after(self.frame_count, start, stride, max_frames)
         self.decoded = 0  # frames actually delivered
+        self.ended_early = False  # a file that stopped before the frame count its container announces
         self._t0: float | None = None
         self._closed = False
 
@@ -142,8 +146,8 @@ class CaptureSource(VideoSource):
         if self.kind == "camera":
             return f"cannot open camera {self.spec}: no such device, or another program is using it."
         if self.kind == "stream":
-            return f"cannot open the stream '{self.spec}': check the address, the credentials and the network."
-        return (f"cannot read video '{self.spec}': OpenCV could not open it (corrupt file, or a format/codec its "
+            return f"cannot open the stream '{self.name}': check the address, the credentials and the network."
+        return (f"cannot read video '{self.name}': OpenCV could not open it (corrupt file, or a format/codec its "
                 "FFmpeg does not know).")
 
     def _read(self) -> np.ndarray | None:
@@ -164,7 +168,7 @@ class CaptureSource(VideoSource):
 
     def __iter__(self) -> Iterator[Frame]:
         if self.start and not self._skip(self.start):
-            raise InputError(f"--start {self.start} is past the end of '{self.spec}'.")
+            raise InputError(f"--start {self.start} is past the end of '{self.name}'.")
         index = self.start
         while self.max_frames is None or self.decoded < self.max_frames:
             image = self._read()
@@ -184,13 +188,17 @@ class CaptureSource(VideoSource):
             index += 1
             if self.stride > 1:
                 if not self._skip(self.stride - 1):
+                    self._end_of_stream(index)
                     return
                 index += self.stride - 1
 
     def _end_of_stream(self, index: int) -> None:
         if self.decoded == 0:
-            raise InputError(f"cannot read video '{self.spec}': no frame could be decoded." if self.kind == "file"
+            raise InputError(f"cannot read video '{self.name}': no frame could be decoded." if self.kind == "file"
                              else f"'{self.name}' opened but sent no frames.")
+        if self.total is not None and self.total - self.decoded > max(1, self.total // 100):
+            # the container promised more frames than could be decoded (a frame or two short is a count estimate)
+            self.ended_early = True
         if self.live:
             tried = f", and {self._tries} reconnection attempts failed" if self._tries else ""
             raise StreamError(f"'{self.name}' stopped sending frames after {self.decoded} frames{tried} "

@@ -10,9 +10,7 @@ JSONL can also go to standard output (``"-"``) for piping into another program.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,30 +18,27 @@ import cv2
 import numpy as np
 
 from dart.detections import Detections
-from dart.errors import DependencyError, InputError
-from dart.io import default_mode
+from dart.errors import DependencyError, InputError, WriteError
+from dart.io import commit, redact, temp_beside, write_error
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
 
-def _temp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial" + path.suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, default_mode())
-    return Path(tmp)
+def check_video_name(path: str | Path) -> Path:
+    """A video output name dart can encode (.mp4, .avi, .mov, .m4v, .mkv), or one sentence."""
+    path = Path(path)
+    if path.suffix.lower() not in FOURCC:
+        raise InputError(f"cannot write the video '{path.name}': use a .mp4, .avi, .mov, .m4v or .mkv file name.")
+    if path.is_dir():
+        raise InputError(f"'{path}' is a folder; give a video file name such as out.mp4.")
+    return path
 
 
 class VideoWriter:
     """Annotated frames -> a video file with the source's fps and frame size (opened on the first frame)."""
 
     def __init__(self, path: str | Path, fps: float):
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in FOURCC:
-            raise InputError(f"cannot write '{self.path.name}': use a .mp4, .avi, .mov, .m4v or .mkv file name.")
-        if self.path.exists() and self.path.is_dir():
-            raise InputError(f"'{self.path}' is a folder; give a video file name such as out.mp4.")
+        self.path = check_video_name(path)
         self.fps = float(fps)
         self.frames = 0
         self.size: tuple[int, int] | None = None
@@ -53,7 +48,7 @@ class VideoWriter:
     def write(self, image: np.ndarray) -> None:
         height, width = image.shape[:2]
         if self._writer is None:
-            self._tmp = _temp_beside(self.path)
+            self._tmp = temp_beside(self.path)
             fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (width, height))
             if not self._writer.isOpened():
@@ -82,7 +77,12 @@ class VideoWriter:
         self._writer.release()
         self._writer = None
         if self.frames and self._tmp is not None:
-            os.replace(self._tmp, self.path)
+            if self._tmp.stat().st_size == 0:
+                self._discard()
+                raise WriteError(f"cannot write '{redact(str(self.path))}': OpenCV's video encoder wrote nothing for "
+                                 f"{self.frames} frames (disk full, or the codec failed); an earlier file there is "
+                                 "left as it was.")
+            commit(self._tmp, self.path)
             self._tmp = None
             return True
         self._discard()
@@ -106,8 +106,12 @@ class LineWriter:
             if self.to_stdout:
                 self._file = sys.stdout
             else:
-                self._tmp = _temp_beside(self.path)
-                self._file = open(self._tmp, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+                self._tmp = temp_beside(self.path)
+                try:
+                    self._file = open(self._tmp, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+                except OSError as exc:
+                    self._tmp.unlink(missing_ok=True)
+                    raise write_error(exc, self.path) from exc
         return self._file
 
     def write_lines(self, lines: list[str]) -> None:
@@ -115,8 +119,11 @@ class LineWriter:
         per frame, even with no lines, so a run that saw frames always leaves a file."""
         handle = self._open()
         if lines:
-            handle.write("".join(line + "\n" for line in lines))
-            handle.flush()
+            try:
+                handle.write("".join(line + "\n" for line in lines))
+                handle.flush()
+            except OSError as exc:
+                raise write_error(exc, self.path) from exc
             self.lines += len(lines)
 
     def close(self) -> bool:
@@ -128,8 +135,12 @@ class LineWriter:
         if self.to_stdout:
             handle.flush()
             return False
-        handle.close()
-        os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+        try:
+            handle.close()
+        except OSError as exc:
+            self._tmp.unlink(missing_ok=True)  # type: ignore[union-attr]
+            raise write_error(exc, self.path) from exc
+        commit(self._tmp, self.path)  # type: ignore[arg-type]
         self._tmp = None
         return True
 
