@@ -97,7 +97,7 @@ def output_stems(paths: list[Path]) -> list[str]:
 class BatchResult:
     done: list[tuple[Path, Detections]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
-    written: list[Path] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)  # result files (not the list of unreadable images)
     interrupted: bool = False  # Ctrl-C: what was done is saved (COCO file and labels included)
 
 
@@ -201,5 +201,4 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
         from dart.io import write_text
 
         write_text(output / UNREADABLE_LIST, "".join(f"{p}: {why}\n" for p, why in result.failed))
-        wrote(output / UNREADABLE_LIST)
     return result

@@ -366,8 +366,8 @@ def file_or_folder(path: str | Path, default_name: str, suffixes: tuple[str, ...
     """``path`` when it names a file ending in one of ``suffixes``; otherwise ``path`` is a folder and the file is
     ``path/default_name`` (so ``-o engines/`` and ``-o engines`` both mean the folder)."""
     path = Path(path)
-    if path.suffix.lower() in suffixes and not path.is_dir():
-        return path
+    if path.is_file() or (path.suffix.lower() in suffixes and not path.is_dir()):
+        return path  # an existing file is a file, whatever its suffix (and is then checked like any output)
     return path / default_name
 
 

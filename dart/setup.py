@@ -167,8 +167,7 @@ class Setup:
                 check_expected(read_metadata(path), path, imgsz=self.imgsz, prune=self.prune() or None)
 
     def _validate_speed(self) -> None:
-        from dart.backends.base import PRECISIONS, resolve_device, resolve_precision
-        from dart.backends.torch_backend import COMPILE_MODES
+        from dart.backends.base import COMPILE_MODES, PRECISIONS, resolve_device, resolve_precision
 
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision '{self.precision}': use {', '.join(PRECISIONS)}.")

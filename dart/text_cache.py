@@ -102,11 +102,13 @@ def _read(path: Path, tensors: bool) -> tuple[dict[str, str], list[str], Any, An
         names = json.loads(meta.get("classes", "null"))
     except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise CacheError(
-            f"text cache '{path}' is corrupt or not a dart text cache ({exc}); delete it and it will be rebuilt."
+            f"text cache '{path}' is damaged or is not a dart text cache ({type(exc).__name__}); dart leaves it as it "
+            "is: give --text-cache another file name (or, if it is an old cache of yours, delete it to rebuild it)."
         ) from exc
     count = len(features) if tensors else (features[0] if features else 0)
     if meta.get("format") != FORMAT or not isinstance(names, list) or len(names) != count:
-        raise CacheError(f"text cache '{path}' is not a {FORMAT} file; delete it and it will be rebuilt.")
+        raise CacheError(f"text cache '{path}' is not a {FORMAT} file; dart leaves it as it is: give --text-cache "
+                         "another file name (or, if it is an old cache of yours, delete it to rebuild it).")
     return meta, names, features, mask
 
 

@@ -80,6 +80,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile modes the torch backend takes
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

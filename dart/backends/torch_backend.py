@@ -7,15 +7,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from dart.backends.base import resolve_device, resolve_precision
+from dart.backends.base import COMPILE_MODES, resolve_device, resolve_precision
 from dart.errors import InputError
 from dart.models.sam3 import image_size, text_max_length
 from dart.stages import BackboneStage, EncDecStage, TextStage
 
 if TYPE_CHECKING:  # pragma: no cover
     from dart.models.loading import LoadedSam3
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 class TorchBackend:
@@ -48,6 +46,9 @@ class TorchBackend:
         if compile is not None:
             if compile not in COMPILE_MODES:
                 raise InputError(f"unknown compile mode '{compile}': use {', '.join(COMPILE_MODES)}.")
+            from dart import noise
+
+            noise.quiet_compiler()
             self._backbone = torch.compile(self.backbone_stage, mode=compile)
             self._encdec = torch.compile(self.encdec_stage, mode=compile, dynamic=True)
 
