@@ -1,0 +1,84 @@
+"""The command line's error boundary: every fault is one sentence and an exit code, tracebacks only on request,
+other libraries' warnings once and briefly."""
+
+from __future__ import annotations
+
+import errno
+import warnings
+
+import pytest
+from typer.testing import CliRunner
+
+from dart.cli import build_app, explain
+
+runner = CliRunner()
+
+
+def detect(tiny_ckpt, image_file, tmp_path, *extra):
+    return runner.invoke(build_app(), [*extra, "detect", str(image_file), "-c", "person", "-m", str(tiny_ckpt),
+                                       "--imgsz", "112", "--device", "cpu", "-o", str(tmp_path / "out")])
+
+
+def boom(*args, **kwargs):
+    raise ValueError("a bug deep inside\nsecond line of detail")
+
+
+def test_an_unexpected_exception_is_one_internal_error_sentence(tiny_ckpt, image_file, tmp_path, monkeypatch):
+    monkeypatch.setattr("dart.images.detect_images", boom)
+    monkeypatch.delenv("DART_DEBUG", raising=False)
+    res = detect(tiny_ckpt, image_file, tmp_path)
+    assert res.exit_code == 1
+    assert "internal error (ValueError: a bug deep inside)" in res.output and "--debug" in res.output
+    assert "Traceback" not in res.output and "second line" not in res.output
+
+
+@pytest.mark.parametrize("how", ["flag-first", "flag-last", "env"])
+def test_debug_shows_the_traceback(tiny_ckpt, image_file, tmp_path, monkeypatch, how):
+    monkeypatch.setattr("dart.images.detect_images", boom)
+    if how == "env":
+        monkeypatch.setenv("DART_DEBUG", "1")
+        res = detect(tiny_ckpt, image_file, tmp_path)
+    elif how == "flag-first":
+        res = detect(tiny_ckpt, image_file, tmp_path, "--debug")
+    else:
+        res = runner.invoke(build_app(), ["detect", str(image_file), "-c", "person", "-m", str(tiny_ckpt),
+                                          "--imgsz", "112", "-o", str(tmp_path / "out"), "--debug"])
+    assert isinstance(res.exception, ValueError) and "a bug deep inside" in str(res.exception)
+
+
+def test_os_errors_and_memory_are_sentences():
+    message, code = explain(OSError(errno.ENOSPC, "No space left on device", "/data/out.mp4"))
+    assert code == 1 and message.startswith("'/data/out.mp4': the disk is full")
+    message, code = explain(MemoryError())
+    assert code == 1 and "ran out of memory" in message and "--batch" in message
+    message, _ = explain(RuntimeError("cannot open rtsp://admin:secret@cam/1"))
+    assert "secret" not in message and "admin:***@cam" in message
+
+
+def test_third_party_warnings_are_shown_once_on_one_line(tiny_ckpt, image_file, tmp_path, monkeypatch):
+    from dart import images
+
+    original = images.detect_images
+
+    def noisy(*args, **kwargs):
+        for _ in range(3):
+            warnings.warn("something odd\n   happened in a library", UserWarning, stacklevel=1)
+        warnings.warn("this API is going away", DeprecationWarning, stacklevel=1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(images, "detect_images", noisy)
+    res = detect(tiny_ckpt, image_file, tmp_path)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("warning: something odd happened in a library") == 1
+    assert "going away" not in res.output and "test_errors.py" not in res.output
+    res = detect(tiny_ckpt, image_file, tmp_path, "--verbose")
+    assert res.exit_code == 2 and "already holds results" in res.output  # the same output folder, no --overwrite
+    res = runner.invoke(build_app(), ["--verbose", "detect", str(image_file), "-c", "person", "-m", str(tiny_ckpt),
+                                      "--imgsz", "112", "-o", str(tmp_path / "out2")])
+    assert res.exit_code == 0 and "going away" in res.output and "UserWarning" in res.output
+
+
+def test_the_warning_policy_ends_with_the_command(tiny_ckpt, image_file, tmp_path):
+    before = warnings.showwarning
+    assert detect(tiny_ckpt, image_file, tmp_path).exit_code == 0
+    assert warnings.showwarning is before
