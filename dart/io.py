@@ -235,6 +235,8 @@ class Outputs:
                                   "writes over its inputs: choose another output folder.")
             if os.path.isdir(file):
                 raise OutputError(f"'{redact(str(Path(path) / name))}' is a folder, where this run writes a file.")
+            if file.parent != target:
+                self._check_parent(file, what, redact(str(Path(path) / name)))  # labels/ ... must be a folder
             if os.path.lexists(file):
                 clashes.append(name)
             self.planned.append(file)

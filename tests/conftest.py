@@ -14,8 +14,15 @@ from tests.tiny import TINY_IMGSZ, save_tiny_checkpoint
 torch.set_num_threads(1)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run the tests marked slow (minutes each on a CPU; their results are recorded in "
+                          "BENCHMARKS.md or the session notes)")
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available()
+    run_slow = config.getoption("--runslow")
     try:
         import tensorrt  # noqa: F401
 
@@ -27,6 +34,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
         if "tensorrt" in item.keywords and not has_trt:
             item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA GPU"))
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow: run with --runslow"))
 
 
 @pytest.fixture(scope="session")

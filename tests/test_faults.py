@@ -454,6 +454,23 @@ def test_fault(case: Case, outcomes):
         raise failure
 
 
+@pytest.mark.slow
+def test_compile_on_a_cpu_keeps_the_compiler_log_off_the_terminal(template):
+    """torch.compile on a CPU used to print ~170 lines of dynamo warnings (graph breaks in transformers' SAM3)."""
+    base = Path(tempfile.mkdtemp(prefix="dart-fault-"))
+    try:
+        shutil.copytree(template, base / "ws", symlinks=True)
+        proc = run_dart(base / "ws", "detect photos/im0.jpg -c person -o out -m ck {m} --compile default", {})
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, output
+        assert "torch/_dynamo" not in output and "W1" not in output and len(output.splitlines()) < 15, output
+        proc = run_dart(base / "ws", "--verbose detect photos/im0.jpg -c person -o out2 -m ck {m} --compile default",
+                        {})
+        assert proc.returncode == 0 and len((proc.stdout + proc.stderr).splitlines()) > 15
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_cases_are_unique_and_cover_every_exit_code():
     assert len(CASES_BY_ID) == len(CASES)
     assert {c.code for c in CASES} >= {0, 2, 3, 130}

@@ -140,3 +140,25 @@ def test_gated_hub_is_a_sentence(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
     with pytest.raises(CheckpointError, match="gated: accept its license"):
         load_sam3("facebook/sam3")
+
+
+def test_vit_blocks_are_read_from_the_config_alone(tmp_path, tiny_ckpt, monkeypatch):
+    """Prune specs are checked against the checkpoint before it loads: folders, files, Meta's bare sam3.pt (SAM3's
+    default config) and hub repos already in the local cache; unknown (not cached) is None, never a download."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from dart.models.loading import vit_blocks
+
+    assert vit_blocks(tiny_ckpt) == 4 and vit_blocks(tiny_ckpt / "model.safetensors") == 4
+    (tmp_path / "sam3.pt").write_bytes(b"")
+    assert vit_blocks(tmp_path / "sam3.pt") == 32
+    snapshot = tmp_path / "hub" / "models--someone--sam3-tiny" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    shutil.copy(tiny_ckpt / "config.json", snapshot / "config.json")
+    (tmp_path / "hub" / "models--someone--sam3-tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--sam3-tiny" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert vit_blocks("someone/sam3-tiny") == 4
+    assert vit_blocks("someone/not-downloaded") is None

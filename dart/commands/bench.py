@@ -57,15 +57,16 @@ def _plan(overwrite: bool, output: Path, stem: str, setups: list, *inputs: tuple
     plan.folder(output, "-o/--output", [f"{stem}.json", f"{stem}.png"])
 
 
-def _multi_backend_setups(base, backends: list[str]) -> list:
-    """One setup per backend of ``--backend torch,onnxruntime``: the engine files serve the engine backends, the
-    PyTorch setup runs the checkpoint."""
+def _multi_backend_setups(base, backends: list[str], engines: Path | None) -> list:
+    """One setup per backend of ``--backend torch,onnxruntime``: the PyTorch setup runs the checkpoint with the
+    command's precision and compile mode; the engine setups run ``engines`` at the precision they were built."""
     from dataclasses import replace
 
     setups = []
     for name in backends:
-        engines = {} if name != "torch" else {"engines": None, "backbone_engine": None, "encdec_engine": None}
-        setup = replace(base, backend=name, name=name, **engines)
+        extra = {} if name == "torch" else {"engines": str(engines) if engines else None, "precision": "fp32",
+                                             "compile": None}
+        setup = replace(base, backend=name, name=name, **extra)
         setup.validate(f"--backend {name}")
         setups.append(setup)
     return setups
@@ -122,13 +123,13 @@ def class_scaling(
     base = _base_setup(
         checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
         skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, text_cache=text_cache,
-        backend=backends[0] if len(backends) == 1 else D["backend"], engines=engines, device=device,
-        precision=precision, compile=compile, imgsz=imgsz, max_classes=max_classes, synthetic=synthetic,
-        synthetic_config=synthetic_config)
+        backend=backends[0] if len(backends) == 1 else "torch", engines=engines if len(backends) == 1 else None,
+        device=device, precision=precision, compile=compile, imgsz=imgsz, max_classes=max_classes,
+        synthetic=synthetic, synthetic_config=synthetic_config)
     if configs:
         setups = load_setups(configs, base)
     elif len(backends) > 1:
-        setups = _multi_backend_setups(base, backends)
+        setups = _multi_backend_setups(base, backends, engines)
     else:
         setups = [base]
     _plan(overwrite, output, "class_scaling", setups, (image, "image"), (configs, "configs file"))
