@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -10,8 +11,9 @@ import torch
 from tests.tiny import TINY_IMGSZ, save_tiny_checkpoint
 
 # Every model in the suite is tiny: one intra-op thread is faster than several, and avoids oversubscribing
-# a 2-core CI machine.
+# a 2-core CI machine. Commands run in-process set their threads from DART_THREADS (default: every CPU).
 torch.set_num_threads(1)
+os.environ.setdefault("DART_THREADS", "1")
 
 
 def pytest_addoption(parser):

@@ -239,3 +239,22 @@ def test_detect_downloads_image_urls(tmp_path, tiny_ckpt, image_file):
         server.server_close()
     res = run(*detect_args(tiny_ckpt, url, "-c", "person", "-o", out))  # the server is gone
     assert res.exit_code == 2 and "cannot download" in res.output
+
+
+def test_threads_default_to_the_cpus_this_process_may_use(monkeypatch):
+    import torch
+
+    from dart.backends.base import set_threads, thread_count
+    from dart.errors import InputError
+
+    try:
+        monkeypatch.delenv("DART_THREADS", raising=False)
+        assert set_threads() == len(os.sched_getaffinity(0)) == torch.get_num_threads() == thread_count()
+        monkeypatch.setenv("DART_THREADS", "3")
+        assert set_threads() == 3 == torch.get_num_threads()
+        assert set_threads(2) == 2  # the flag wins over the environment
+        monkeypatch.setenv("DART_THREADS", "lots")
+        with pytest.raises(InputError, match="DART_THREADS must be a whole number"):
+            set_threads()
+    finally:
+        torch.set_num_threads(1)
