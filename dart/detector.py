@@ -111,6 +111,7 @@ class Detector:
         prune: PruneSpec | None = None,
         backbone: str | None = None,
         student_weights: str | Path | None = None,
+        prompt_mode: str = "meta",
         **kwargs: Any,
     ) -> Detector:
         """Load SAM3 weights (hub id, folder, ``.safetensors`` or Meta ``sam3.pt``) on the PyTorch backend,
@@ -128,7 +129,7 @@ class Detector:
                                  "give one or the other.")
         loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
         return cls.from_loaded(loaded, classes, device=device, precision=precision, compile=compile, prune=prune,
-                               backbone=backbone, student_weights=student_weights, **kwargs)
+                               backbone=backbone, student_weights=student_weights, prompt_mode=prompt_mode, **kwargs)
 
     @classmethod
     def from_loaded(
@@ -142,6 +143,7 @@ class Detector:
         prune: PruneSpec | None = None,
         backbone: str | None = None,
         student_weights: str | Path | None = None,
+        prompt_mode: str = "meta",
         **kwargs: Any,
     ) -> Detector:
         """The PyTorch backend on an already loaded SAM3 (pruned in place when ``prune`` is given). A student
@@ -157,7 +159,8 @@ class Detector:
 
             name = backbone if backbone not in (None, "sam3") else student_name_of(student_weights)
             extra["backbone"] = build_backbone(name, loaded.model, weights=student_weights)
-        backend = load("dart.backends", "torch")(loaded, device=device, precision=precision, compile=compile, **extra)
+        backend = load("dart.backends", "torch")(loaded, device=device, precision=precision, compile=compile,
+                                                 prompt_mode=prompt_mode, **extra)
         return cls(backend, classes, **kwargs)
 
     @classmethod
@@ -174,6 +177,7 @@ class Detector:
         tokenizer: str | Path | None = None,
         imgsz: int | None = None,
         prune: PruneSpec | None = None,
+        prompt_mode: str | None = None,
         backend_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Detector:
@@ -186,7 +190,8 @@ class Detector:
         from dart.backends.engine_backend import engine_backend
 
         engine = engine_backend(backend, backbone, encdec, engines=engines, device=device, imgsz=imgsz, prune=prune,
-                                text_checkpoint=checkpoint, tokenizer=tokenizer, **(backend_options or {}))
+                                prompt_mode=prompt_mode, text_checkpoint=checkpoint, tokenizer=tokenizer,
+                                **(backend_options or {}))
         return cls(engine, classes, **kwargs)
 
     # ----------------------------------------------------------------------------------------------- classes

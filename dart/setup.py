@@ -45,7 +45,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "checkpoint": (str,), "tokenizer": (str,), "backbone": (str,), "student_weights": (str,),
     "skip_blocks": (str, list, int), "mask_blocks": (str, list), "prune_spec": (str,), "backend": (str,),
     "engines": (str,), "backbone_engine": (str,), "encdec_engine": (str,), "imgsz": (int,), "precision": (str,), "device": (str,), "compile": (str,),
-    "max_classes": (int,), "text_cache": (str,), "synthetic": (bool,), "synthetic_config": (str,),
+    "max_classes": (int,), "prompt_mode": (str,), "text_cache": (str,), "synthetic": (bool,),
+    "synthetic_config": (str,),
 }
 
 
@@ -70,6 +71,7 @@ class Setup:
     device: str = "auto"
     compile: str | None = None
     max_classes: int = 16
+    prompt_mode: str | None = None  # meta (None: meta, or the engines' own): text + geometry token; dart: text only
     text_cache: str | None = None  # None with an engines folder: its text.safetensors when present
     synthetic: bool = False  # random weights (speed only, never accuracy)
     synthetic_config: str | None = None  # a Sam3Config JSON for synthetic weights (default: full-size SAM3)
@@ -118,6 +120,10 @@ class Setup:
                 validate_imgsz(self.imgsz)
             if not re.fullmatch(r"[\w.+=-]+", self.name):
                 raise InputError(f"name '{self.name}' may only use letters, digits and . _ - + = (it names a folder).")
+            from dart.stages import check_prompt_mode
+
+            if self.prompt_mode is not None:
+                check_prompt_mode(self.prompt_mode)
             self._validate_backend()
             self._validate_speed()
             self._validate_prune()
@@ -164,7 +170,8 @@ class Setup:
             backbone, encdec = backbone or found[0], encdec or found[1]
         for path in (backbone, encdec):
             if path is not None and Path(path).is_file():  # a missing file is one sentence when the engines open
-                check_expected(read_metadata(path), path, imgsz=self.imgsz, prune=self.prune() or None)
+                check_expected(read_metadata(path), path, imgsz=self.imgsz, prune=self.prune() or None,
+                               prompt_mode=self.prompt_mode)
 
     def _validate_speed(self) -> None:
         from dart.backends.base import COMPILE_MODES, PRECISIONS, resolve_device, resolve_precision
@@ -264,13 +271,13 @@ class Setup:
             return Detector.from_pretrained(
                 self.checkpoint, classes, device=self.device, precision=self.precision, imgsz=imgsz,
                 compile=self.compile, tokenizer=self.tokenizer, prune=self.prune() or None, backbone=self.backbone,
-                student_weights=self.student_weights, **detector_kwargs)
+                student_weights=self.student_weights, prompt_mode=self.prompt_mode or "meta", **detector_kwargs)
         from dart.bench.synthetic import synthetic_sam3
 
         detector = Detector.from_loaded(
             synthetic_sam3(self.synthetic_config, imgsz=imgsz), None, device=self.device,
             precision=self.precision, compile=self.compile, prune=self.prune() or None, backbone=self.backbone,
-            student_weights=self.student_weights, **detector_kwargs)
+            student_weights=self.student_weights, prompt_mode=self.prompt_mode or "meta", **detector_kwargs)
         seed_random_text(detector, list(classes or []))
         if classes is not None:
             detector.set_classes(classes)
@@ -286,7 +293,7 @@ class Setup:
         return Detector.from_engines(
             self.backbone_engine, self.encdec_engine, classes, engines=self.engines, backend=kind, device=self.device,
             checkpoint=self.checkpoint, tokenizer=self.tokenizer, imgsz=self.imgsz, prune=self.prune() or None,
-            **detector_kwargs)
+            prompt_mode=self.prompt_mode, **detector_kwargs)
 
     def _check_student(self) -> None:
         if self.prune():

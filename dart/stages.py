@@ -8,11 +8,15 @@
   ``images x classes``; :meth:`EncDecStage.masks` runs the mask decoder for selected (image, class) pairs only.
 
 The prompt of every class is its text tokens followed by the geometry encoder's CLS token, exactly as in
-Meta's SAM3 (and the DART research code built on it), where a text-only prompt still carries that token.
-``transformers``' ``Sam3Model.forward`` only adds it when boxes are given; with an all-padding box prompt
-it computes the same thing. The geometry token depends on the image, not on the class, so it is computed
-once per image. The equivalence with ``Sam3Model.forward`` (one class at a time, padding box) is proved in
+Meta's SAM3 (``Sam3Processor``), where a text-only prompt still carries that token. ``transformers``'
+``Sam3Model.forward`` only adds it when boxes are given; with an all-padding box prompt it computes the same
+thing. The geometry token depends on the image, not on the class, so it is computed once per image. The
+equivalence with ``Sam3Model.forward`` (one class at a time, padding box) is proved in
 ``tests/test_equivalence.py``.
+
+The DART research code (``Sam3MultiClassPredictorFast``) does *not* append that token: its prompt is the text
+tokens alone. ``prompt_mode="dart"`` reproduces that, for comparisons with its published numbers; the default,
+``"meta"``, computes what SAM3 was trained and evaluated with.
 """
 
 from __future__ import annotations
@@ -22,6 +26,16 @@ from torch import nn
 from transformers.models.sam3.modeling_sam3 import Sam3SinePositionEmbedding, box_cxcywh_to_xyxy, inverse_sigmoid
 
 FPN_LEVELS = 3
+PROMPT_MODES = ("meta", "dart")  # text tokens + the geometry CLS token (Meta's SAM3), or text tokens alone (DART)
+
+
+def check_prompt_mode(mode: str) -> str:
+    from dart.errors import InputError
+
+    if mode not in PROMPT_MODES:
+        raise InputError(f"unknown prompt mode '{mode}': use meta (SAM3's own prompt: text tokens and the geometry "
+                         "token) or dart (text tokens only, as the DART research code).")
+    return mode
 
 
 class TextStage(nn.Module):
@@ -68,8 +82,9 @@ class EncDecStage(nn.Module):
     that :meth:`masks` needs.
     """
 
-    def __init__(self, sam3: nn.Module, imgsz: int):
+    def __init__(self, sam3: nn.Module, imgsz: int, prompt_mode: str = "meta"):
         super().__init__()
+        self.prompt_mode = check_prompt_mode(prompt_mode)
         self.geometry_encoder = sam3.geometry_encoder
         self.detr_encoder = sam3.detr_encoder
         self.detr_decoder = sam3.detr_decoder
@@ -118,10 +133,11 @@ class EncDecStage(nn.Module):
         return_state: bool = False,
     ) -> dict[str, torch.Tensor]:
         batch, classes = fpn_1x.shape[0], text.shape[0]
-        geometry = self.geometry_token(fpn_1x, self.pos_embed.to(fpn_1x.dtype).expand(batch, -1, -1, -1))
-        (_, _, vision), text_bc, mask_bc = self.expand_over_classes((fpn_4x, fpn_2x, fpn_1x), text, text_mask)
-        prompt = torch.cat([text_bc, geometry.repeat_interleave(classes, dim=0)], dim=1)
-        mask_bc = torch.cat([mask_bc, torch.ones_like(mask_bc[:, :1])], dim=1)
+        (_, _, vision), prompt, mask_bc = self.expand_over_classes((fpn_4x, fpn_2x, fpn_1x), text, text_mask)
+        if self.prompt_mode == "meta":
+            geometry = self.geometry_token(fpn_1x, self.pos_embed.to(fpn_1x.dtype).expand(batch, -1, -1, -1))
+            prompt = torch.cat([prompt, geometry.repeat_interleave(classes, dim=0)], dim=1)
+            mask_bc = torch.cat([mask_bc, torch.ones_like(mask_bc[:, :1])], dim=1)
         pos = self.pos_embed.to(dtype=vision.dtype).expand(vision.shape[0], -1, -1, -1)
         encoded = self.detr_encoder(
             vision_features=[vision], text_features=prompt, vision_pos_embeds=[pos], text_mask=mask_bc

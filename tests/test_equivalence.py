@@ -113,3 +113,57 @@ def test_geometry_token_matters(tiny_loaded, tiny_backend, reference):
     with torch.inference_mode():
         text_only = tiny_loaded.model(pixel_values=pixels, input_ids=input_ids, attention_mask=attention_mask)
     assert not torch.allclose(text_only.pred_logits, outs[0].pred_logits, atol=1e-4)
+
+
+def test_dart_prompt_mode_equals_text_only_forward(tiny_loaded, reference):
+    """``prompt_mode="dart"`` (the DART research code: text tokens only) equals transformers' own text-only
+    ``Sam3Model.forward``, one class at a time; the default "meta" mode does not (it adds the geometry token)."""
+    from dart.backends.torch_backend import TorchBackend
+
+    _, pixels, meta_outs = reference
+    backend = TorchBackend(tiny_loaded, device="cpu", prompt_mode="dart")
+    input_ids, attention_mask = backend.tokenize(CLASSES)
+    with torch.inference_mode():
+        refs = [tiny_loaded.model(pixel_values=pixels, input_ids=input_ids[c:c + 1],
+                                  attention_mask=attention_mask[c:c + 1]) for c in range(len(CLASSES))]
+    features = backend.backbone(pixels)
+    text, mask = backend.encode_text(CLASSES)
+    got = backend.encdec(features, text, mask, return_state=True)
+    for c, ref in enumerate(refs):
+        torch.testing.assert_close(got["logits"][0, c], ref.pred_logits[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(got["boxes"][0, c], ref.pred_boxes[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(got["presence"][0, c], ref.presence_logits[0, 0], atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(got["logits"][0, c], meta_outs[c].pred_logits[0], atol=1e-4)
+    pairs = torch.tensor([[0, c] for c in range(len(CLASSES))])
+    masks = backend.masks(features, got, text, mask, pairs)
+    for c, ref in enumerate(refs):
+        torch.testing.assert_close(masks[c], ref.pred_masks[0], atol=1e-4, rtol=1e-4)
+
+
+def test_presence_logits_are_not_clamped_like_meta(tiny_loaded, tiny_backend, reference):
+    """Meta's decoder computes presence.clamp(-10, 10) but never assigns it; transformers clamps. dart follows
+    Meta: a presence head pushed far out gives logits beyond +-10."""
+    _, pixels, _ = reference
+    head = tiny_loaded.model.detr_decoder.presence_head.layer3
+    saved = head.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            head.bias.fill_(40.0)
+        features = tiny_backend.backbone(pixels)
+        text, mask = tiny_backend.encode_text(CLASSES[:2])
+        presence = tiny_backend.encdec(features, text, mask)["presence"]
+        assert presence.min() > 10.0
+    finally:
+        with torch.no_grad():
+            head.bias.copy_(saved)
+
+
+def test_vit_layer_norms_use_metas_eps_whatever_the_config_says(tiny_loaded):
+    from torch import nn
+
+    from dart.models.sam3 import META_VIT_LAYER_NORM_EPS
+
+    backbone = tiny_loaded.model.vision_encoder.backbone
+    norms = [m for m in backbone.modules() if isinstance(m, nn.LayerNorm)]
+    assert norms and all(m.eps == META_VIT_LAYER_NORM_EPS == 1e-5 for m in norms)
+    assert tiny_loaded.model.config.vision_config.backbone_config.layer_norm_eps == 1e-5

@@ -156,3 +156,29 @@ def test_bad_inputs(tmp_path, tiny_ckpt):
     with pytest.raises(InputError, match="max_classes must be at least 1"):
         export_encdec(loaded, tmp_path / "e.onnx", max_classes=0)
     assert not list(tmp_path.iterdir())
+
+
+def test_dart_prompt_mode_is_exported_recorded_and_checked(tmp_path, exported):
+    """An encoder-decoder exported with prompt_mode="dart" computes the text-only prompt (it matches the PyTorch
+    stage in that mode, not the default one), says so in its metadata, and a run asking for the other mode is
+    refused with a sentence."""
+    folder, loaded = exported
+    path = tmp_path / "encdec_dart.onnx"
+    result = export_encdec(loaded, path, max_classes=2, simplify=False, prompt_mode="dart")
+    assert result.metadata.prompt_mode == "dart" == read_onnx_metadata(path).prompt_mode
+    assert read_onnx_metadata(folder / "encdec.onnx").prompt_mode == "meta"
+    with torch.inference_mode():
+        feats = BackboneStage(loaded.model).eval()(sample_pixels(TINY_IMGSZ))
+        text, mask = torch.randn(2, 32, 32, generator=torch.Generator().manual_seed(3)), torch.ones(2, 32, dtype=torch.bool)
+        mask[:, 6:] = False
+        dart_ref = EncDecStage(loaded.model, TINY_IMGSZ, "dart").eval()(*feats, text, mask)
+        meta_ref = EncDecStage(loaded.model, TINY_IMGSZ).eval()(*feats, text, mask)
+    got = _session(path).run(None, {"fpn_1x": feats[-1].numpy(), "text": text.numpy(),
+                                    "text_mask": mask.to(torch.int32).numpy()})
+    np.testing.assert_allclose(got[0], dart_ref["logits"][0].numpy(), atol=1e-4, rtol=1e-3)
+    assert not np.allclose(got[0], meta_ref["logits"][0].numpy(), atol=1e-3)
+    with pytest.raises(InputError, match="exported with --prompt-mode dart, not meta"):
+        check_expected(read_onnx_metadata(path), path, prompt_mode="meta")
+    check_expected(read_onnx_metadata(path), path, prompt_mode="dart")
+    with pytest.raises(InputError, match="unknown prompt mode 'sam'"):
+        EncDecStage(loaded.model, TINY_IMGSZ, "sam")

@@ -130,6 +130,10 @@ CASES = [
          "--engines engines --categories dataset --max-images 2", 0, "COCO evaluation"),
     Case("torch-backend-with-engines", "detect photos -c person -o out --backend torch --engines engines", 2,
          "--backend torch runs the PyTorch model, but --engines names exported stages"),
+    Case("engines-run-in-their-prompt-mode", "detect photos -c person -o out --engines engines --prompt-mode dart", 2,
+         "exported with --prompt-mode meta, not dart"),
+    Case("bad-prompt-mode", "detect photos -c person -o out -m bad {m} --prompt-mode sam", 2,
+         "unknown prompt mode 'sam'"),
     Case("bench-two-backends-say-which-ran", "bench class-scaling --backend torch,onnxruntime --engines engines "
          "-m ck --device cpu --imgsz 112 --classes-counts 1 --runs 1 --warmup 0 -o b", 0, "", check="bench_backends"),
     Case("unknown-tracker", "track --detections dets.jsonl -o t.txt --tracker sort", 2,

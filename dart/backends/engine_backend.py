@@ -58,7 +58,7 @@ class EngineBackend:
     has_text_encoder = False
 
     def __init__(self, backbone: str | Path, encdec: str | Path, *, imgsz: int | None = None,
-                 prune: PruneSpec | None = None, fingerprint: str | None = None,
+                 prune: PruneSpec | None = None, fingerprint: str | None = None, prompt_mode: str | None = None,
                  text_checkpoint: str | Path | LoadedSam3 | None = None, tokenizer: str | Path | None = None):
         self.backbone_path, self.encdec_path = Path(backbone), Path(encdec)
         for path in (self.backbone_path, self.encdec_path):
@@ -70,13 +70,14 @@ class EngineBackend:
         check_stage(self.encdec_meta, "encdec", self.encdec_path)
         check_pair(self.backbone_meta, self.encdec_meta)
         for meta, path in ((self.backbone_meta, self.backbone_path), (self.encdec_meta, self.encdec_path)):
-            check_expected(meta, path, imgsz=imgsz, prune=prune, fingerprint=fingerprint)
+            check_expected(meta, path, imgsz=imgsz, prune=prune, fingerprint=fingerprint, prompt_mode=prompt_mode)
         self.imgsz = self.backbone_meta.imgsz
         self.fingerprint = self.backbone_meta.fingerprint
         self.max_classes: int | None = self.encdec_meta.max_classes
         self.dynamic_classes = self.encdec_meta.dynamic_classes
         self.supports_masks = self.encdec_meta.masks
         self.text_length = self.encdec_meta.text_length
+        self.prompt_mode = self.encdec_meta.prompt_mode
         self.dtype = torch.float32  # engines take and return float32 tensors (FP16 lives inside)
         self.device = torch.device("cpu")
         self._text_source = text_checkpoint

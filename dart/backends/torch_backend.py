@@ -23,7 +23,7 @@ class TorchBackend:
     max_classes: int | None = None
 
     def __init__(self, loaded: LoadedSam3, *, device: str | torch.device = "auto", precision: str = "fp32",
-                 compile: str | None = None, backbone: torch.nn.Module | None = None):
+                 compile: str | None = None, backbone: torch.nn.Module | None = None, prompt_mode: str = "meta"):
         """``backbone``: a module that replaces SAM3's ViT + FPN (a student from :mod:`dart.students`); it must
         map ``pixel_values`` to the same three FPN levels as :class:`BackboneStage`."""
         self.device = resolve_device(device)
@@ -39,7 +39,8 @@ class TorchBackend:
         stage = backbone if backbone is not None else BackboneStage(model)
         self.backbone_name = getattr(stage, "dart_backbone_name", "sam3")
         self.backbone_stage = stage.to(self.device, self.dtype).eval()
-        self.encdec_stage = EncDecStage(model, self.imgsz).to(self.device, self.dtype).eval()
+        self.encdec_stage = EncDecStage(model, self.imgsz, prompt_mode).to(self.device, self.dtype).eval()
+        self.prompt_mode = prompt_mode
         self.compile_mode = compile
         self._backbone = self.backbone_stage
         self._encdec = self.encdec_stage

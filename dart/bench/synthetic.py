@@ -14,7 +14,7 @@ import torch
 
 from dart.errors import InputError
 from dart.models.loading import LoadedSam3
-from dart.models.sam3 import DEFAULT_IMGSZ, fingerprint_model, set_image_size
+from dart.models.sam3 import DEFAULT_IMGSZ, fingerprint_model, follow_meta, set_image_size
 
 SYNTHETIC_SOURCE = "synthetic"
 
@@ -46,7 +46,7 @@ def synthetic_sam3(config: str | Path | None = None, *, imgsz: int = DEFAULT_IMG
     hf_logging.set_verbosity_error()
     cfg = synthetic_config(config)
     torch.manual_seed(seed)
-    model = Sam3Model(cfg).eval()
+    model = follow_meta(Sam3Model(cfg).eval())
     fingerprint = "synthetic-" + fingerprint_model(model)[:7]
     set_image_size(model, imgsz)
     return LoadedSam3(model=model, fingerprint=fingerprint, source=SYNTHETIC_SOURCE, tokenizer_source=None)

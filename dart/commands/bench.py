@@ -89,6 +89,7 @@ def class_scaling(
     tokenizer: opt.Tokenizer = None,
     backbone: opt.Backbone = None,
     student_weights: opt.StudentWeights = None,
+    prompt_mode: opt.PromptMode = None,
     skip_blocks: opt.SkipBlocks = None,
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
@@ -123,7 +124,7 @@ def class_scaling(
     base = _base_setup(
         checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
         skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, text_cache=text_cache,
-        backend=backends[0] if len(backends) == 1 else "torch", engines=engines if len(backends) == 1 else None,
+        prompt_mode=prompt_mode, backend=backends[0] if len(backends) == 1 else "torch", engines=engines if len(backends) == 1 else None,
         device=device, precision=precision, compile=compile, imgsz=imgsz, max_classes=max_classes,
         synthetic=synthetic, synthetic_config=synthetic_config)
     if configs:
@@ -177,6 +178,7 @@ def video(
     tokenizer: opt.Tokenizer = None,
     backbone: opt.Backbone = None,
     student_weights: opt.StudentWeights = None,
+    prompt_mode: opt.PromptMode = None,
     skip_blocks: opt.SkipBlocks = None,
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
@@ -216,7 +218,7 @@ def video(
     setup = _base_setup(
         checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
         skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, text_cache=text_cache,
-        backend=backend, engines=engines, device=device, precision=precision, compile=compile, imgsz=imgsz,
+        prompt_mode=prompt_mode, backend=backend, engines=engines, device=device, precision=precision, compile=compile, imgsz=imgsz,
         max_classes=max_classes, synthetic=synthetic, synthetic_config=synthetic_config)
     _plan(overwrite, output, "video", [setup], (source, "video source"), (classes_file, "classes file"))
     set_threads(threads)

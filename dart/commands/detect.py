@@ -45,6 +45,7 @@ def detect(
     prune_spec: opt.PruneSpecFile = None,
     backbone: opt.Backbone = None,
     student_weights: opt.StudentWeights = None,
+    prompt_mode: opt.PromptMode = None,
     text_cache: opt.TextCachePath = None,
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],
@@ -87,7 +88,8 @@ def detect(
     setup = Setup(checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
                   skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, backend=backend,
                   engines=engines, backbone_engine=backbone_engine, encdec_engine=encdec_engine, imgsz=imgsz,
-                  precision=precision, device=device, compile=compile, max_classes=max_classes, text_cache=text_cache)
+                  precision=precision, device=device, compile=compile, max_classes=max_classes, text_cache=text_cache,
+                  prompt_mode=prompt_mode)
     setup.validate(None)
     plan = Outputs(overwrite=overwrite)
     plan.inputs_from(images, "image")

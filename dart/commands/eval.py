@@ -52,6 +52,7 @@ def coco(
     tokenizer: opt.Tokenizer = None,
     backbone: opt.Backbone = None,
     student_weights: opt.StudentWeights = None,
+    prompt_mode: opt.PromptMode = None,
     skip_blocks: opt.SkipBlocks = None,
     mask_blocks: opt.MaskBlocks = None,
     prune_spec: opt.PruneSpecFile = None,
@@ -93,7 +94,7 @@ def coco(
         "checkpoint": checkpoint, "tokenizer": tokenizer, "backbone": backbone, "student_weights": student_weights,
         "skip_blocks": skip_blocks, "mask_blocks": mask_blocks, "prune_spec": prune_spec, "backend": backend,
         "engines": engines, "imgsz": imgsz, "precision": precision, "device": device, "compile": compile,
-        "max_classes": max_classes, "text_cache": text_cache,
+        "max_classes": max_classes, "text_cache": text_cache, "prompt_mode": prompt_mode,
     }, where="command line")
     setups = load_setups(configs, base) if configs else [base]
     for setup in setups:

@@ -55,6 +55,7 @@ def _render(console: Console, result, title: str) -> None:
         table.add_row("classes", f"1..{meta.max_classes} (dynamic)" if meta.dynamic_classes
                       else f"{meta.max_classes} (fixed)")
         table.add_row("masks", "yes" if meta.masks else "no")
+        table.add_row("prompt mode", meta.prompt_mode)
     table.add_row("attention", meta.attn)
     table.add_row("checkpoint", f"{meta.checkpoint} ({meta.fingerprint})")
     console.print(table)
@@ -186,6 +187,10 @@ def encdec(
     masks: Annotated[bool, typer.Option("--masks/--no-masks",
                                         help="Also output mask logits [C,Q,4s,4s] (needed for --masks).")] = False,
     attn: Attn = "eager",
+    prompt_mode: Annotated[str, typer.Option(
+        "--prompt-mode", rich_help_panel=EXPORT,
+        help="meta: class prompts are text tokens plus the geometry token (SAM3); dart: text tokens only (the DART "
+             "research code). Recorded in the file; engines built from it run that way.")] = D["prompt_mode"],
     opset: Opset = 17,
     simplify: Simplify = True,
     verify: Verify = True,
@@ -206,6 +211,9 @@ def encdec(
     from dart.models.loading import load_sam3
 
     console = Console()
+    from dart.stages import check_prompt_mode
+
+    check_prompt_mode(prompt_mode)
     output = _plan(output, "encdec.onnx", overwrite, imgsz, attn, image, checkpoint, tokenizer)
     set_threads(threads)
     with console.status(f"loading SAM3 from {checkpoint} ..."):
@@ -213,8 +221,8 @@ def encdec(
     status, update = _progress(console)
     try:
         result = export_encdec(loaded, output, imgsz=imgsz, max_classes=max_classes, dynamic_classes=dynamic_classes,
-                               masks=masks, attn=attn, opset=opset, simplify=simplify, verify=verify, image=image,
-                               min_cosine=min_cosine, progress=update)
+                               masks=masks, attn=attn, prompt_mode=prompt_mode, opset=opset, simplify=simplify,
+                               verify=verify, image=image, min_cosine=min_cosine, progress=update)
     finally:
         status.stop()
     _render(console, result, "encoder-decoder export")

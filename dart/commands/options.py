@@ -92,6 +92,10 @@ MaxClasses = Annotated[int, typer.Option(
     "--max-classes", min=1, rich_help_panel=SPEED,
     help="Classes per encoder-decoder batch; more classes are processed in chunks.")]
 
+PromptMode = Annotated[Optional[str], typer.Option(
+    "--prompt-mode", rich_help_panel=MODEL, show_default=False,
+    help="meta (default; with engines: what they were exported with): each class prompt is its text tokens plus the "
+         "geometry encoder's token, as SAM3 computes it; dart: text tokens only, as the DART research code.")]
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite",
     help="Replace outputs that already exist (results of an earlier run). Without it such a run is refused before "
@@ -111,4 +115,5 @@ DEFAULTS = {
     "imgsz": DEFAULT_IMGSZ,
     "max_classes": 16,
     "backend": "auto",
+    "prompt_mode": "meta",  # what --prompt-mode means when it is not given (engines: their own)
 }

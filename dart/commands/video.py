@@ -68,7 +68,7 @@ TRACK_DEFAULTS = {"tracker": "bytetrack", "track_thresh": 0.5, "match_thresh": 0
 
 SETUP_KEYS = ("checkpoint", "tokenizer", "backbone", "student_weights", "skip_blocks", "mask_blocks", "prune_spec",
               "backend", "engines", "backbone_engine", "encdec_engine", "imgsz", "precision", "device", "compile",
-              "max_classes", "text_cache")
+              "max_classes", "text_cache", "prompt_mode")
 
 
 def video_setup(**o: Any):
@@ -256,6 +256,7 @@ def video(
     prune_spec: opt.PruneSpecFile = None,
     backbone: opt.Backbone = None,
     student_weights: opt.StudentWeights = None,
+    prompt_mode: opt.PromptMode = None,
     text_cache: opt.TextCachePath = None,
     device: opt.Device = D["device"],
     precision: opt.Precision = D["precision"],

@@ -38,6 +38,7 @@ class StageMetadata:
     dynamic_classes: bool = False
     masks: bool = False
     attn: str = "eager"
+    prompt_mode: str = "meta"  # encdec: text + geometry token (meta) or text only (dart); older files are meta
     text_length: int = 32
     hidden_size: int = 256
     checkpoint: str = ""
@@ -84,6 +85,8 @@ class StageMetadata:
             parts.append(f"pruning {self.prune_spec}")
         else:
             parts.append(f"{self.max_classes} classes" + (" (dynamic)" if self.dynamic_classes else " (fixed)"))
+            if self.prompt_mode != "meta":
+                parts.append(f"prompt mode {self.prompt_mode}")
         return ", ".join(parts)
 
 
@@ -174,8 +177,14 @@ def check_pair(backbone: StageMetadata, encdec: StageMetadata) -> None:
 
 
 def check_expected(meta: StageMetadata, source: str | Path, *, imgsz: int | None = None,
-                   prune: PruneSpec | None = None, fingerprint: str | None = None) -> None:
+                   prune: PruneSpec | None = None, fingerprint: str | None = None,
+                   prompt_mode: str | None = None) -> None:
     """Refuse a stage built for other settings than the ones asked for (``None``: not asked)."""
+    if prompt_mode is not None and meta.stage == "encdec" and meta.prompt_mode != prompt_mode:
+        raise InputError(
+            f"'{source}' was exported with --prompt-mode {meta.prompt_mode}, not {prompt_mode}; pass --prompt-mode "
+            f"{meta.prompt_mode} or export the encoder-decoder again."
+        )
     if imgsz is not None and meta.imgsz != imgsz:
         raise InputError(
             f"'{source}' was built for imgsz {meta.imgsz}, not imgsz {imgsz}; pass --imgsz {meta.imgsz} or export "

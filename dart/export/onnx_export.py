@@ -34,7 +34,7 @@ from dart.export.metadata import ENCDEC_OUTPUTS, FPN_NAMES, MASK_OUTPUT, StageMe
 from dart.export.verify import DEFAULT_MIN_COSINE, Agreement, check, compare_outputs
 from dart.models.sam3 import image_size, set_image_size, text_max_length, validate_imgsz
 from dart.pruning import PruneSpec, apply_pruning
-from dart.stages import BackboneStage, EncDecStage
+from dart.stages import BackboneStage, EncDecStage, check_prompt_mode
 
 if TYPE_CHECKING:  # pragma: no cover
     from dart.models.loading import LoadedSam3
@@ -345,6 +345,7 @@ def export_encdec(
     dynamic_classes: bool = True,
     masks: bool = False,
     attn: str = "eager",
+    prompt_mode: str = "meta",
     opset: int = DEFAULT_OPSET,
     simplify: bool = True,
     verify: bool = True,
@@ -363,7 +364,8 @@ def export_encdec(
     length = text_max_length(model)
     meta = StageMetadata(
         stage="encdec", imgsz=size, fingerprint=loaded.fingerprint, dart_version=__version__, max_classes=max_classes,
-        dynamic_classes=dynamic_classes, masks=masks, attn=attn, text_length=length, hidden_size=hidden,
+        dynamic_classes=dynamic_classes, masks=masks, attn=attn, prompt_mode=check_prompt_mode(prompt_mode),
+        text_length=length, hidden_size=hidden,
         checkpoint=str(loaded.source), opset=opset, num_blocks=full_block_count(model),
     )
     pixels = sample_pixels(size, image)
@@ -372,7 +374,7 @@ def export_encdec(
         with torch.inference_mode():
             features = BackboneStage(model).eval()(pixels)
         text, text_mask, text_note = sample_text(loaded, max_classes, hidden, length)
-        wrapper = EncDecExport(EncDecStage(model, size).eval(), masks).eval()
+        wrapper = EncDecExport(EncDecStage(model, size, prompt_mode).eval(), masks).eval()
         inputs = encdec_input_names(masks)
         outputs = encdec_output_names(masks)
         feats = features if masks else features[-1:]

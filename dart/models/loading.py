@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dart.errors import CheckpointError, DartError
-from dart.models.sam3 import DEFAULT_IMGSZ, fingerprint_model, set_image_size
+from dart.models.sam3 import DEFAULT_IMGSZ, fingerprint_model, follow_meta, set_image_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -68,7 +68,7 @@ def load_sam3(checkpoint: str | Path = DEFAULT_CHECKPOINT, *, imgsz: int = DEFAU
         model, tok_source = _load_local(folder)
     if tokenizer is not None:
         tok_source = str(tokenizer)
-    model.eval()
+    follow_meta(model.eval())
     fingerprint = fingerprint_model(model)
     set_image_size(model, imgsz)
     return LoadedSam3(model=model, fingerprint=fingerprint, source=spec, tokenizer_source=tok_source)

@@ -18,6 +18,31 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PATCH_SIZE = 14
 DEFAULT_IMGSZ = 1008
+# Meta's ViT builds every LayerNorm with eps 1e-5 (``partial(nn.LayerNorm, eps=1e-5)`` in sam3/model/vitdet.py);
+# transformers' Sam3ViTConfig defaults to 1e-6, and configs converted from sam3.pt carry that default.
+META_VIT_LAYER_NORM_EPS = 1e-5
+
+
+def follow_meta(model: Sam3Model) -> Sam3Model:
+    """Compute what Meta's SAM3 computes where ``transformers``' port differs from it (Meta's code trained the
+    weights), whatever the checkpoint's config says:
+
+    - the ViT's LayerNorms use eps 1e-5 (the only LayerNorms that read ``layer_norm_eps``; every other SAM3
+      LayerNorm uses PyTorch's default 1e-5 in both implementations);
+    - presence logits are not clamped: Meta's decoder computes ``presence.clamp(-10, 10)`` but never assigns the
+      result, while ``transformers`` clamps. A clamp at infinity is the identity.
+
+    The prediction-score clamp at ±12 is applied by both and kept. Returns ``model``, changed in place."""
+    from torch import nn
+
+    backbone = model.vision_encoder.backbone
+    for config in (backbone.config, model.config.vision_config.backbone_config):
+        config.layer_norm_eps = META_VIT_LAYER_NORM_EPS
+    for module in backbone.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = META_VIT_LAYER_NORM_EPS
+    model.detr_decoder.clamp_presence_logit_max_val = float("inf")
+    return model
 
 
 def validate_imgsz(imgsz: int, patch_size: int = PATCH_SIZE) -> int:

@@ -63,6 +63,7 @@ SETTINGS: dict[str, tuple[tuple[type, ...], str, str]] = {
     "device": ((str,), "a string", "auto, cpu, cuda or cuda:N"),
     "precision": ((str,), "a string", "fp32, fp16 or bf16"),
     "max_classes": ((int,), "an integer", "classes per encoder-decoder batch"),
+    "prompt_mode": ((str,), "a string", "meta (SAM3's prompt) or dart (text tokens only, as the DART research code)"),
     "text_cache": ((str,), "a string", "text-feature cache file"),
     "workdir": ((str,), "a string", "folder for the recipe's outputs (default runs/recipes/<name>)"),
     "vars": ((dict,), "a mapping", "your own ${names}"),
@@ -87,6 +88,7 @@ SETTING_OPTIONS: dict[str, str] = {
     "checkpoint": "checkpoint", "tokenizer": "tokenizer", "backbone": "backbone",
     "student_weights": "student_weights", "imgsz": "imgsz", "backend": "backend", "engines": "engines",
     "device": "device", "precision": "precision", "max_classes": "max_classes", "text_cache": "text_cache",
+    "prompt_mode": "prompt_mode",
 }
 INHERITABLE = (*SETTING_OPTIONS, "prune", "classes")
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
@@ -323,6 +325,8 @@ def _check_settings(settings: dict[str, Any], check: _Checker) -> None:
             check.error(("imgsz",), str(exc))
     if "max_classes" in settings and settings["max_classes"] < 1:
         check.error(("max_classes",), f"'max_classes' must be at least 1, got {settings['max_classes']}.")
+    if "prompt_mode" in settings and settings["prompt_mode"] not in ("meta", "dart"):
+        check.error(("prompt_mode",), f"'prompt_mode' must be meta or dart, got '{settings['prompt_mode']}'.")
     if "precision" in settings and settings["precision"] not in PRECISIONS:
         check.error(("precision",), f"'precision' must be one of {', '.join(PRECISIONS)}, got '{settings['precision']}'.")
     if "backend" in settings:
