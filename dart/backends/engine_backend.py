@@ -178,11 +178,12 @@ class EngineBackend:
         if not self.has_text_encoder:
             raise InputError("this engine backend has no text encoder; give a text cache that holds every class or "
                              "a checkpoint to encode new class names.")
+        from dart.models.tokenizer import tokenize
+
         stage, tokenizer = self._text_encoder()
-        tokens = tokenizer(list(names), padding="max_length", max_length=self.text_length, truncation=True,
-                           return_tensors="pt")
-        features = stage(tokens["input_ids"], tokens["attention_mask"])
-        return features.float().cpu(), tokens["attention_mask"].bool()
+        input_ids, attention_mask = tokenize(tokenizer, names, self.text_length)
+        features = stage(input_ids, attention_mask)
+        return features.float().cpu(), attention_mask.bool()
 
     def describe(self) -> str:
         return (f"{self.name}: {self.backbone_path.name} ({self.backbone_meta.describe()}), "

@@ -76,9 +76,9 @@ class TorchBackend:
         return self._tokenizer
 
     def tokenize(self, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.tokenizer()(list(names), padding="max_length", max_length=self.text_length, truncation=True,
-                                  return_tensors="pt")
-        return tokens["input_ids"], tokens["attention_mask"]
+        from dart.models.tokenizer import tokenize
+
+        return tokenize(self.tokenizer(), names, self.text_length)
 
     @torch.inference_mode()
     def encode_text(self, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,8 @@ Checkpoint = Annotated[str, typer.Option(
     help="SAM3 weights: a hub repo id, a transformers folder, a .safetensors file or Meta's sam3.pt.")]
 Tokenizer = Annotated[Optional[str], typer.Option(
     "--tokenizer", rich_help_panel=MODEL,
-    help="Tokenizer folder or hub id, when the checkpoint has none beside it (default: facebook/sam3's).")]
+    help="Tokenizer folder, hub id or CLIP's bpe_simple_vocab_16e6.txt.gz, when the checkpoint has none beside it "
+         "(default: facebook/sam3's; offline: open-clip-torch's vocabulary if installed).")]
 Classes = Annotated[Optional[list[str]], typer.Option(
     "--classes", "-c", rich_help_panel=DETECTION,
     help="Class names to detect (repeat the flag or separate with commas), e.g. -c person -c car.")]

@@ -154,20 +154,20 @@ def sample_pixels(imgsz: int, image: str | Path | np.ndarray | None = None) -> t
 def sample_text(loaded: LoadedSam3, count: int, hidden: int, length: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Text features for ``count`` real class names (random features if no tokenizer can be found)."""
     from dart.errors import CheckpointError
+    from dart.models.tokenizer import tokenize
     from dart.stages import TextStage
 
     names = [VERIFY_CLASSES[i % len(VERIFY_CLASSES)] for i in range(count)]
     try:
-        tokens = loaded.tokenizer()(names, padding="max_length", max_length=length, truncation=True,
-                                    return_tensors="pt")
+        input_ids, attention_mask = tokenize(loaded.tokenizer(), names, length)
     except CheckpointError:
         gen = torch.Generator().manual_seed(0)
         mask = torch.zeros(count, length, dtype=torch.int32)
         mask[:, :4] = 1
         return torch.randn(count, length, hidden, generator=gen), mask, "random text features (no tokenizer found)"
     with torch.inference_mode():
-        text = TextStage(loaded.model).eval()(tokens["input_ids"], tokens["attention_mask"])
-    return text.float(), tokens["attention_mask"].to(torch.int32), f"text of {', '.join(names)}"
+        text = TextStage(loaded.model).eval()(input_ids, attention_mask)
+    return text.float(), attention_mask.to(torch.int32), f"text of {', '.join(names)}"
 
 
 def _onnx_modules():

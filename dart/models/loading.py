@@ -43,6 +43,8 @@ class LoadedSam3:
     tokenizer_source: str | None
 
     def tokenizer(self) -> PreTrainedTokenizerBase:
+        from dart.models.tokenizer import load_tokenizer
+
         return load_tokenizer(self.tokenizer_source, self.source)
 
 
@@ -267,36 +269,6 @@ def _config_beside(path: Path) -> Any:
 
 def _tokenizer_dir(folder: Path) -> str | None:
     return str(folder) if any((folder / name).exists() for name in TOKENIZER_FILES) else None
-
-
-def load_tokenizer(source: str | Path | None, checkpoint: str = DEFAULT_CHECKPOINT) -> PreTrainedTokenizerBase:
-    """The CLIP tokenizer: from ``source`` if given, else the one of ``facebook/sam3`` (a few small files)."""
-    from transformers import AutoTokenizer
-
-    _quiet_transformers()
-    target = str(source) if source is not None else str(download_tokenizer())
-    try:
-        return AutoTokenizer.from_pretrained(target)
-    except DartError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exceptions for damaged files
-        raise CheckpointError(
-            f"no usable tokenizer for {checkpoint} in {target} ({_first_line(exc)}); put tokenizer.json beside the "
-            "checkpoint or pass --tokenizer with a folder or hub id that has one."
-        ) from exc
-
-
-def download_tokenizer(repo_id: str = DEFAULT_CHECKPOINT) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=["tokenizer*", "vocab.json", "merges.txt",
-                                                               "special_tokens_map.json"]))
-    except Exception as exc:  # noqa: BLE001 - every hub failure means the same thing here
-        raise CheckpointError(
-            f"this checkpoint has no tokenizer beside it and the {repo_id} tokenizer could not be fetched "
-            f"({_first_line(exc)}); put tokenizer.json beside the checkpoint or pass --tokenizer."
-        ) from exc
 
 
 @contextmanager
