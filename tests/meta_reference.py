@@ -1,0 +1,135 @@
+"""Meta's own SAM3 (the ``sam3`` package, whose code trained the weights) as the reference dart is compared with.
+
+:func:`build_meta_model` runs Meta's ``build_sam3_image_model`` itself, with every module it constructs made small
+(the builder hard-codes SAM3's full size, so the classes it calls are wrapped to take smaller widths, depths and
+image size) and with the three CUDA-only spots of Meta's code sent to the CPU: the position-encoding cache
+precompute, the decoder's box-RPB coordinate grid and a ``pin_memory`` in the geometry encoder. Meta leaves a few
+parameters uninitialised (``torch.empty``) or at zero; they are filled with seeded random values so that every
+part of the model matters. :data:`SMALL_CONFIG` is the same architecture as a ``transformers`` ``Sam3Config``.
+
+This is test scaffolding: a random small model, never a product default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+IMGSZ = 112
+SMALL = {
+    # Meta's class name -> keyword arguments that replace the builder's full-size values
+    "ViT": dict(img_size=IMGSZ, pretrain_img_size=56, embed_dim=64, depth=4, num_heads=2, window_size=4,
+                global_att_blocks=(1, 3), drop_path_rate=0.0),
+    "PositionEmbeddingSine": dict(precompute_resolution=None),  # the precompute is a cache, filled on first use
+    "VETextEncoder": dict(width=64, heads=2, layers=2),
+    "TransformerEncoderLayer": dict(dim_feedforward=256),
+    "TransformerEncoderFusion": dict(num_layers=2),
+    "TransformerDecoderLayer": dict(dim_feedforward=256),
+    "TransformerDecoder": dict(num_layers=2, num_queries=20, resolution=IMGSZ),
+    "MLP": dict(hidden_dim=256),  # the dot-product scoring's prompt MLP (the only MLP the builder makes itself)
+    "SequenceGeometryEncoder": dict(num_layers=1),
+}
+SMALL_CONFIG = dict(
+    vision_config=dict(
+        backbone_config=dict(model_type="sam3_vit_model", hidden_size=64, intermediate_size=296,  # 4.625 x 64
+                             num_hidden_layers=4, num_attention_heads=2, window_size=4, global_attn_indexes=[1, 3],
+                             image_size=IMGSZ, pretrain_image_size=56, patch_size=14),
+        fpn_hidden_size=256,
+    ),
+    text_config=dict(vocab_size=49408, hidden_size=64, intermediate_size=256, projection_dim=512, num_hidden_layers=2,
+                     num_attention_heads=2, max_position_embeddings=32, hidden_act="gelu"),  # CLIP's default: quick_gelu
+    geometry_encoder_config=dict(hidden_size=256, num_layers=1, num_attention_heads=8, intermediate_size=256),
+    detr_encoder_config=dict(hidden_size=256, num_layers=2, num_attention_heads=8, intermediate_size=256),
+    detr_decoder_config=dict(hidden_size=256, num_layers=2, num_attention_heads=8, intermediate_size=256,
+                             num_queries=20),
+    mask_decoder_config=dict(hidden_size=256, num_attention_heads=8),
+)
+
+
+def _shrunk(cls: type, overrides: dict[str, Any]):
+    @functools.wraps(cls, updated=())
+    def make(*args: Any, **kwargs: Any):
+        return cls(*args, **{**kwargs, **overrides})
+
+    return make
+
+
+@contextlib.contextmanager
+def cpu_fallbacks() -> Iterator[None]:
+    """Meta's three CUDA-only spots, sent to the CPU while the block runs (nothing is changed on a CUDA machine)."""
+    from sam3.model.decoder import TransformerDecoder
+
+    if torch.cuda.is_available():
+        yield
+        return
+    original_coords = TransformerDecoder.__dict__["_get_coords"]
+    original_pin = torch.Tensor.pin_memory
+
+    def coords(height: int, width: int, device: Any):
+        return original_coords.__func__(height, width, "cpu")
+
+    TransformerDecoder._get_coords = staticmethod(coords)
+    torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        TransformerDecoder._get_coords = original_coords
+        torch.Tensor.pin_memory = original_pin
+
+
+def import_meta():
+    """Meta's builder module (its import warns about CUDA autocast on a CPU machine: silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from sam3 import model_builder
+
+    return model_builder
+
+
+def build_meta_model(bpe_path: str | Path, seed: int = 0):
+    """Meta's SAM3 image model, built by Meta's own builder at :data:`SMALL` sizes, random weights, eval mode, CPU."""
+    builder = import_meta()
+    saved = {name: getattr(builder, name) for name in SMALL}
+    torch.manual_seed(seed)
+    try:
+        for name, overrides in SMALL.items():
+            setattr(builder, name, _shrunk(saved[name], overrides))
+        with cpu_fallbacks():
+            model = builder.build_sam3_image_model(bpe_path=str(bpe_path), device="cpu", eval_mode=True,
+                                                   load_from_HF=False, checkpoint_path=None)
+    finally:
+        for name, cls in saved.items():
+            setattr(builder, name, cls)
+    _fill_uninitialised(model, seed)
+    return model.eval()
+
+
+def _fill_uninitialised(model: torch.nn.Module, seed: int) -> None:
+    """Meta's random init leaves the text encoder's positional embedding and projection as ``torch.empty`` and the
+    box head's last layer at zero: seeded random values instead."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    text = model.backbone.language_backbone.encoder
+    last = model.transformer.decoder.bbox_embed.layers[-1]
+    with torch.no_grad():
+        for tensor, std in ((text.positional_embedding, 0.01), (text.text_projection, 0.02), (last.weight, 0.02),
+                            (last.bias, 0.02)):
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
+
+
+def save_as_sam3_pt(model: torch.nn.Module, folder: Path) -> Path:
+    """Meta's state dict in ``sam3.pt`` layout (``detector.`` keys under ``"model"``), with the matching
+    ``transformers`` config beside it."""
+    from transformers import Sam3Config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {f"detector.{key}": value for key, value in model.state_dict().items()}
+    path = folder / "sam3.pt"
+    torch.save({"model": state}, path)
+    Sam3Config(**SMALL_CONFIG).to_json_file(str(folder / "config.json"))
+    return path

@@ -1,0 +1,149 @@
+"""dart computes what Meta's SAM3 computes: the same weights (Meta's model, saved as ``sam3.pt`` and loaded by dart
+through its key map) give the same image features, text features, logits, boxes, presence, masks and final
+detections as Meta's own code (``Sam3Image``, ``Sam3Processor``) to float32 noise.
+
+Meta's builder hard-codes SAM3's full size; :mod:`tests.meta_reference` runs it with every module made small (the
+same architecture, fewer and narrower layers), so this runs in CI in seconds. Without the ``sam3`` package (it is
+in the dev extra) the module is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sam3", reason="Meta's sam3 package (in the dev extra) is the reference")
+
+from dart.backends.torch_backend import TorchBackend  # noqa: E402
+from dart.detector import Detector  # noqa: E402
+from dart.models.loading import load_sam3  # noqa: E402
+from dart.models.tokenizer import installed_bpe_vocab  # noqa: E402
+from dart.preprocess import preprocess, to_rgb  # noqa: E402
+from tests.conftest import make_image  # noqa: E402
+from tests.meta_reference import IMGSZ, build_meta_model, cpu_fallbacks, save_as_sam3_pt  # noqa: E402
+
+CLASSES = ["person", "car", "a red bus", "traffic light", "dog"]
+NOISE = 1e-5  # float32 noise, relative to the largest value compared
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute difference relative to the largest magnitude."""
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@pytest.fixture(scope="module")
+def meta(tmp_path_factory):
+    """Meta's model, dart's load of the same weights, an image, and Meta's per-prompt outputs."""
+    from PIL import Image
+
+    from sam3.model.sam3_image_processor import Sam3Processor
+
+    bpe = installed_bpe_vocab()
+    model = build_meta_model(bpe)
+    checkpoint = save_as_sam3_pt(model, tmp_path_factory.mktemp("meta_small"))
+    loaded = load_sam3(checkpoint, imgsz=IMGSZ, tokenizer=bpe)
+    image = make_image(90, 160, seed=4)  # BGR
+    with cpu_fallbacks():
+        processor = Sam3Processor(model, resolution=IMGSZ, device="cpu", confidence_threshold=0.0)
+        state = processor.set_image(Image.fromarray(image[:, :, ::-1].copy()))
+        fpn = [level.clone() for level in state["backbone_out"]["backbone_fpn"]]
+        outputs = []
+        for name in CLASSES:
+            state = processor.set_text_prompt(name, state)
+            with torch.inference_mode():
+                outputs.append(model.forward_grounding(backbone_out=state["backbone_out"],
+                                                       find_input=processor.find_stage,
+                                                       geometric_prompt=state["geometric_prompt"], find_target=None))
+    return {"model": model, "loaded": loaded, "image": image, "processor": processor, "fpn": fpn,
+            "outputs": outputs, "backend": TorchBackend(loaded, device="cpu")}
+
+
+@pytest.fixture(scope="module")
+def dart_heads(meta):
+    backend = meta["backend"]
+    pixels = preprocess([to_rgb(meta["image"])], IMGSZ)
+    features = backend.backbone(pixels)
+    text, mask = backend.encode_text(CLASSES)
+    heads = backend.encdec(features, text, mask, return_state=True)
+    pairs = torch.tensor([[0, c] for c in range(len(CLASSES))])
+    masks = backend.masks(features, heads, text, mask, pairs)
+    return features, text, mask, heads, masks
+
+
+def test_the_meta_checkpoint_is_every_weight_dart_loads(meta):
+    """dart's strict load of the ``sam3.pt`` holds exactly Meta's tensors, renamed by the key map."""
+    from dart.models.meta_keymap import convert_meta_state_dict
+
+    converted = convert_meta_state_dict(meta["model"].state_dict())
+    mine = meta["loaded"].model.state_dict()
+    weights = {k for k in mine if not k.endswith(("position_ids", "num_batches_tracked"))}
+    assert weights <= set(converted)
+    for key in weights:
+        assert torch.equal(mine[key], converted[key]), key
+
+
+def test_image_features_equal_metas(meta, dart_heads):
+    features = dart_heads[0]
+    assert len(features) == len(meta["fpn"]) == 3
+    for got, expected in zip(features, meta["fpn"]):
+        assert got.shape == expected.shape
+        assert rel(got, expected) < NOISE
+
+
+def test_text_features_equal_metas(meta, dart_heads):
+    _, text, mask, _, _ = dart_heads
+    with torch.inference_mode():
+        reference = meta["model"].backbone.forward_text(CLASSES, device="cpu")
+    expected = reference["language_features"].transpose(0, 1)  # Meta: sequence first
+    assert torch.equal(~reference["language_mask"], mask)  # Meta's mask marks the padding
+    assert rel(text[mask], expected[mask]) < NOISE  # padding positions are masked everywhere downstream
+
+
+def test_logits_boxes_presence_and_masks_equal_metas(meta, dart_heads):
+    from dart.stages import box_cxcywh_to_xyxy
+
+    _, _, _, heads, masks = dart_heads
+    for c, out in enumerate(meta["outputs"]):
+        assert rel(heads["logits"][0, c], out["pred_logits"][0, :, 0]) < NOISE, CLASSES[c]
+        assert rel(heads["boxes"][0, c], box_cxcywh_to_xyxy(out["pred_boxes"][0])) < NOISE, CLASSES[c]
+        assert abs(float(heads["presence"][0, c] - out["presence_logit_dec"].flatten()[0])) < NOISE, CLASSES[c]
+        assert rel(masks[c], out["pred_masks"][0]) < NOISE, CLASSES[c]
+
+
+def test_final_detections_equal_metas_processor(meta):
+    """The whole path: dart's Detector (per-class NMS off, as Meta's processor has none) against
+    ``Sam3Processor`` at a threshold that keeps many detections. Boxes are clipped to the image in dart (Meta leaves
+    them as predicted), so Meta's are clipped before comparing; masks are Meta's bilinear logits > 0.5."""
+    processor, image = meta["processor"], meta["image"]
+    height, width = image.shape[:2]
+    scores = []
+    for out in meta["outputs"]:
+        scores.append((out["pred_logits"][0, :, 0].sigmoid() * out["presence_logit_dec"].sigmoid().flatten()[0]))
+    ranked = torch.cat(scores).sort().values
+    middle = range(len(ranked) * 2 // 5, len(ranked) * 3 // 5)
+    i = max(middle, key=lambda k: float(ranked[k + 1] - ranked[k]))  # a threshold far from every score
+    assert float(ranked[i + 1] - ranked[i]) > 10 * NOISE
+    threshold = float(ranked[i] + ranked[i + 1]) / 2
+    detector = Detector(meta["backend"], CLASSES, conf=threshold, nms=None, max_det=1000, masks=True)
+    got = detector.detect(image)
+    expected = []
+    with cpu_fallbacks():
+        processor.set_confidence_threshold(threshold)
+        from PIL import Image
+
+        state = processor.set_image(Image.fromarray(image[:, :, ::-1].copy()))
+        for c, name in enumerate(CLASSES):
+            state = processor.set_text_prompt(name, state)
+            for box, score, mask in zip(state["boxes"], state["scores"], state["masks"]):
+                expected.append((c, float(score), box.clamp(min=0).numpy(), mask[0].numpy()))
+    assert len(got) == len(expected) >= 20
+    order = sorted(range(len(expected)), key=lambda i: (expected[i][0], -expected[i][1]))
+    mine = sorted(range(len(got)), key=lambda i: (int(got.class_ids[i]), -float(got.scores[i])))
+    for i, j in zip(mine, order):
+        c, score, box, mask = expected[j]
+        assert int(got.class_ids[i]) == c
+        assert abs(float(got.scores[i]) - score) < NOISE
+        box = np.minimum(box, [width, height, width, height])
+        np.testing.assert_allclose(got.xyxy[i], box, atol=1e-3)
+        assert (got.masks[i] == mask).mean() > 0.999
