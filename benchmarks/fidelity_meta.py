@@ -122,14 +122,15 @@ def main() -> None:
             meta_dets += [(c, float(s), b.clamp(min=0).numpy()) for s, b in zip(state["scores"], state["boxes"])]
     got = Detector(backend, CLASSES, conf=threshold, nms=None, max_det=100000).detect(image)
     numbers.update(threshold=round(threshold, 6), dart_detections=len(got), meta_detections=len(meta_dets))
-    if len(got) == len(meta_dets):
-        height, width = image.shape[:2]
-        expected = sorted(meta_dets, key=lambda d: (d[0], -d[1]))
-        order = sorted(range(len(got)), key=lambda k: (int(got.class_ids[k]), -float(got.scores[k])))
-        numbers["score_max_abs"] = max(abs(float(got.scores[k]) - e[1]) for k, e in zip(order, expected))
-        numbers["box_max_abs_px"] = max(float(np.abs(got.xyxy[k] - np.minimum(e[2], [width, height] * 2)).max())
-                                        for k, e in zip(order, expected))
-        numbers["same_classes"] = all(int(got.class_ids[k]) == e[0] for k, e in zip(order, expected))
+    height, width = image.shape[:2]
+    meta_dets = [(c, s, np.minimum(b, [width, height] * 2)) for c, s, b in meta_dets]  # dart clips to the image
+    try:
+        pairs = ref.match_detections(got, meta_dets)
+    except AssertionError as exc:
+        numbers["paired"] = str(exc)
+    else:
+        numbers["score_max_abs"] = max(abs(float(got.scores[i]) - meta_dets[j][1]) for i, j in pairs)
+        numbers["box_max_abs_px"] = max(float(np.abs(got.xyxy[i] - meta_dets[j][2]).max()) for i, j in pairs)
     numbers["seconds"] = round(time.perf_counter() - started, 1)
     for key, value in numbers.items():
         print(f"{key:>16}: {value:.3g}" if isinstance(value, float) else f"{key:>16}: {value}")

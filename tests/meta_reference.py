@@ -122,6 +122,25 @@ def _fill_uninitialised(model: torch.nn.Module, seed: int) -> None:
             tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
 
 
+def match_detections(got, expected: list[tuple[int, float, Any]]) -> list[tuple[int, int]]:
+    """Pair dart's detections with Meta's (``(class, score, xyxy)`` rows) class by class, by the closest boxes
+    (a minimum-cost assignment: random weights give many queries the same score, so an order by score is not a
+    pairing). Returns ``(dart index, Meta index)`` pairs."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    pairs = []
+    for c in sorted({e[0] for e in expected} | set(int(k) for k in got.class_ids)):
+        mine = [i for i in range(len(got)) if int(got.class_ids[i]) == c]
+        theirs = [j for j, e in enumerate(expected) if e[0] == c]
+        if len(mine) != len(theirs):
+            raise AssertionError(f"class {c}: dart kept {len(mine)} detections, Meta {len(theirs)}")
+        cost = np.array([[np.abs(got.xyxy[i] - expected[j][2]).max() for j in theirs] for i in mine])
+        rows, cols = linear_sum_assignment(cost)
+        pairs += [(mine[r], theirs[k]) for r, k in zip(rows, cols)]
+    return pairs
+
+
 def save_as_sam3_pt(model: torch.nn.Module, folder: Path) -> Path:
     """Meta's state dict in ``sam3.pt`` layout (``detector.`` keys under ``"model"``), with the matching
     ``transformers`` config beside it."""

@@ -21,7 +21,8 @@ from dart.models.loading import load_sam3  # noqa: E402
 from dart.models.tokenizer import installed_bpe_vocab  # noqa: E402
 from dart.preprocess import preprocess, to_rgb  # noqa: E402
 from tests.conftest import make_image  # noqa: E402
-from tests.meta_reference import IMGSZ, build_meta_model, cpu_fallbacks, save_as_sam3_pt  # noqa: E402
+from tests.meta_reference import (IMGSZ, build_meta_model, cpu_fallbacks, match_detections,  # noqa: E402
+                                  save_as_sam3_pt)
 
 CLASSES = ["person", "car", "a red bus", "traffic light", "dog"]
 NOISE = 1e-5  # float32 noise, relative to the largest value compared
@@ -136,14 +137,12 @@ def test_final_detections_equal_metas_processor(meta):
         for c, name in enumerate(CLASSES):
             state = processor.set_text_prompt(name, state)
             for box, score, mask in zip(state["boxes"], state["scores"], state["masks"]):
-                expected.append((c, float(score), box.clamp(min=0).numpy(), mask[0].numpy()))
+                box = np.minimum(box.clamp(min=0).numpy(), [width, height, width, height])
+                expected.append((c, float(score), box, mask[0].numpy()))
     assert len(got) == len(expected) >= 20
-    order = sorted(range(len(expected)), key=lambda i: (expected[i][0], -expected[i][1]))
-    mine = sorted(range(len(got)), key=lambda i: (int(got.class_ids[i]), -float(got.scores[i])))
-    for i, j in zip(mine, order):
+    for i, j in match_detections(got, expected):
         c, score, box, mask = expected[j]
         assert int(got.class_ids[i]) == c
         assert abs(float(got.scores[i]) - score) < NOISE
-        box = np.minimum(box, [width, height, width, height])
         np.testing.assert_allclose(got.xyxy[i], box, atol=1e-3)
         assert (got.masks[i] == mask).mean() > 0.999
