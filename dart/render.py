@@ -9,6 +9,13 @@ from rich.table import Table
 from dart.detections import Detections
 
 
+def precision_line(backend) -> str | None:
+    """``"precision: bf16 (auto: bf16 matrix products run 3.9x faster than fp32 on this CPU)"`` when the precision
+    was chosen by ``auto``; None when it was given."""
+    reason = getattr(backend, "precision_reason", None)
+    return f"precision: {backend.precision} ({reason})" if reason else None
+
+
 def count(n: int, noun: str) -> str:
     """``"1 detection"``, ``"3 detections"``, ``"2 classes"``."""
     if n == 1:

@@ -67,7 +67,7 @@ class Setup:
     backbone_engine: str | None = None
     encdec_engine: str | None = None
     imgsz: int | None = None  # None: 1008 for PyTorch, the exported size for engines
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: bf16 where the device computes it natively (measured), else fp32
     device: str = "auto"
     compile: str | None = None
     max_classes: int = 16
@@ -154,7 +154,7 @@ class Setup:
 
     def _validate_engine_flags(self) -> None:
         kind = self.engine_kind()
-        torch_only = {"--precision": self.precision != "fp32", "--compile": self.compile is not None,
+        torch_only = {"--precision": self.precision not in ("fp32", "auto"), "--compile": self.compile is not None,
                       "--backbone": not self.uses_sam3_backbone, "--student-weights": self.student_weights is not None,
                       "--synthetic": self.synthetic}
         for flag, used in torch_only.items():
@@ -174,10 +174,10 @@ class Setup:
                                prompt_mode=self.prompt_mode)
 
     def _validate_speed(self) -> None:
-        from dart.backends.base import COMPILE_MODES, PRECISIONS, resolve_device, resolve_precision
+        from dart.backends.base import COMPILE_MODES, PRECISION_CHOICES, resolve_device, resolve_precision
 
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision '{self.precision}': use {', '.join(PRECISIONS)}.")
+        if self.precision not in PRECISION_CHOICES:
+            raise InputError(f"unknown precision '{self.precision}': use {', '.join(PRECISION_CHOICES)}.")
         if self.compile is not None and self.compile not in COMPILE_MODES:
             raise InputError(f"unknown compile mode '{self.compile}': use {', '.join(COMPILE_MODES)}.")
         if self.uses_engines:

@@ -14,6 +14,9 @@ from tests.tiny import TINY_IMGSZ, save_tiny_checkpoint
 # a 2-core CI machine. Commands run in-process set their threads from DART_THREADS (default: every CPU).
 torch.set_num_threads(1)
 os.environ.setdefault("DART_THREADS", "1")
+# The CLI's default precision is auto (bf16 on a CPU that computes it natively); tests compare numbers across
+# backends and machines, so their commands run in fp32 unless a test asks otherwise.
+os.environ.setdefault("DART_PRECISION", "fp32")
 
 
 def pytest_addoption(parser):

@@ -132,3 +132,62 @@ def test_cli_bisect_and_compare(tiny_ckpt, tmp_path, tmp_path_factory):
     assert result.exit_code == 2 and "fp32, fp16 or bf16" in result.output
     result = runner.invoke(app, ["precision", "compare", "--help"])
     assert "default: person car" in " ".join(result.output.split())  # the default the command uses is in --help
+
+
+def test_auto_precision_is_measured_and_said(monkeypatch):
+    """auto: bf16 on a CPU whose bf16 matrix products are measured faster, fp32 where they are not; bf16 on a GPU
+    that supports it, fp16 on one that does not. The reason is part of the answer (commands print it)."""
+    import torch
+
+    from dart.backends import base
+
+    cpu = torch.device("cpu")
+    assert base.cpu_bf16_speedup() > 0  # the real measurement runs (about 20 ms)
+    assert base.choose_precision("fp32", cpu) == ("fp32", None)
+    monkeypatch.setattr(base, "cpu_bf16_speedup", lambda: 3.2)
+    precision, why = base.choose_precision("auto", cpu)
+    assert precision == "bf16" and "3.2x faster" in why and base.resolve_precision("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(base, "cpu_bf16_speedup", lambda: 0.6)
+    assert base.choose_precision("auto", cpu)[0] == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert base.choose_precision("auto", torch.device("cuda")) == ("fp16", "auto: this GPU has no bf16")
+    with pytest.raises(InputError, match="unknown precision 'fp8'"):
+        base.choose_precision("fp8", cpu)
+
+
+def test_cli_default_is_auto_and_says_what_it_chose(monkeypatch, tiny_ckpt, image_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from dart.backends import base
+    from dart.cli import build_app
+
+    monkeypatch.delenv("DART_PRECISION", raising=False)
+    monkeypatch.setattr(base, "cpu_bf16_speedup", lambda: 3.0)
+    res = CliRunner().invoke(build_app(), ["detect", str(image_file), "-c", "person", "-m", str(tiny_ckpt),
+                                           "--imgsz", "112", "--device", "cpu", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "precision: bf16 (auto: bf16 matrix products run 3.0x faster than fp32 on this CPU)" in said
+
+
+def test_bf16_keeps_close_to_fp32(tiny_loaded):
+    """bf16 weights with fp32 LayerNorm/softmax (autocast) stay close to fp32 on the same weights."""
+    import copy
+
+    import torch
+
+    from dart.backends.torch_backend import TorchBackend
+    from dart.preprocess import preprocess, to_rgb
+    from tests.conftest import make_image
+
+    pixels = preprocess([to_rgb(make_image())], 112)
+    fp32 = TorchBackend(tiny_loaded, device="cpu")
+    bf16 = TorchBackend(copy.deepcopy(tiny_loaded), device="cpu", precision="bf16")
+    assert bf16.precision == "bf16" and bf16.precision_reason is None
+    text, mask = fp32.encode_text(["person", "car"])
+    a, b = fp32.backbone(pixels), bf16.backbone(pixels)
+    assert all(x.dtype == torch.bfloat16 for x in b)
+    for x, y in zip(a, b):
+        assert torch.nn.functional.cosine_similarity(x.flatten(), y.float().flatten(), dim=0) > 0.999
+    ha, hb = fp32.encdec(a, text, mask), bf16.encdec(b, text, mask)
+    assert torch.nn.functional.cosine_similarity(ha["logits"].flatten(), hb["logits"].float().flatten(), dim=0) > 0.999

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from dart.backends.base import COMPILE_MODES, resolve_device, resolve_precision
+from contextlib import nullcontext
+
+from dart.backends.base import COMPILE_MODES, choose_precision, resolve_device, resolve_precision
 from dart.errors import InputError
 from dart.models.sam3 import image_size, text_max_length
 from dart.stages import BackboneStage, EncDecStage, TextStage
@@ -27,8 +29,8 @@ class TorchBackend:
         """``backbone``: a module that replaces SAM3's ViT + FPN (a student from :mod:`dart.students`); it must
         map ``pixel_values`` to the same three FPN levels as :class:`BackboneStage`."""
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
-        self.precision = precision
+        self.precision, self.precision_reason = choose_precision(precision, self.device)
+        self.dtype = resolve_precision(self.precision, self.device)
         self.loaded = loaded
         self.fingerprint = loaded.fingerprint
         model = loaded.model
@@ -53,22 +55,33 @@ class TorchBackend:
             self._backbone = torch.compile(self.backbone_stage, mode=compile)
             self._encdec = torch.compile(self.encdec_stage, mode=compile, dynamic=True)
 
+    def _reduced(self):
+        """In bf16/fp16 the weights are cast, and autocast keeps the operations that lose accuracy in a narrow
+        format (LayerNorm, softmax, sigmoid ...) in fp32: measured closer to fp32 than casting alone, and not
+        slower (BENCHMARKS.md, precision)."""
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
     @torch.inference_mode()
     def backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self._backbone(pixel_values.to(self.device, self.dtype))
+        with self._reduced():
+            return tuple(f.to(self.dtype) for f in self._backbone(pixel_values.to(self.device, self.dtype)))
 
     @torch.inference_mode()
     def encdec(self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor,
                return_state: bool = False) -> dict[str, torch.Tensor]:
         text = text.to(self.device, self.dtype)
         text_mask = text_mask.to(self.device)
-        return self._encdec(*features, text, text_mask, return_state=return_state)
+        with self._reduced():
+            return self._encdec(*features, text, text_mask, return_state=return_state)
 
     @torch.inference_mode()
     def masks(self, features: tuple[torch.Tensor, ...], state: dict[str, torch.Tensor], text: torch.Tensor,
               text_mask: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         text = text.to(self.device, self.dtype)
-        return self.encdec_stage.masks(features, state, text, text_mask.to(self.device), pairs.to(self.device))
+        with self._reduced():
+            return self.encdec_stage.masks(features, state, text, text_mask.to(self.device), pairs.to(self.device))
 
     def tokenizer(self):
         if self._tokenizer is None:

@@ -112,6 +112,7 @@ def class_scaling(
     from dart.backends.base import describe_backend, set_threads
     from dart.bench.class_scaling import bench_image, class_scaling as measure, make_report, parse_counts, write_report
     from dart.bench.report import class_scaling_table
+    from dart.render import precision_line
     from dart.errors import InputError
     from dart.setup import load_setups, seed_random_text
 
@@ -142,6 +143,8 @@ def class_scaling(
                       highlight=False)
         detector = setup.build_detector(None, conf=conf)
         device_used = detector.backend.device
+        if note := precision_line(detector.backend):
+            console.print(f"  {note}", highlight=False)
         prepare = (lambda names, d=detector: seed_random_text(d, names)) if setup.synthetic else None
         rows = measure(detector, counts, frame, warmup=warmup, runs=runs, prepare=prepare,
                        on_point=lambda r: console.print(f"  {r['classes']:>3} classes: {r['fps']:.1f} FPS",

@@ -75,7 +75,7 @@ def detect(
     from dart.errors import InputError
     from dart.images import detect_images, expand_images, output_names
     from dart.io import Outputs
-    from dart.render import count, detections_table, summary_table, timing_table
+    from dart.render import count, detections_table, precision_line, summary_table, timing_table
     from dart.setup import Setup
     from dart.timing import profile_stages
 
@@ -104,6 +104,8 @@ def detect(
     detector = setup.build_detector(names, conf=conf, class_conf=thresholds, nms=nms,
                                     class_agnostic_nms=class_agnostic_nms, max_det=max_det,
                                     masks=masks)
+    if note := precision_line(detector.backend):
+        console.print(note, highlight=False)
     if tile:
         from dart.tiling import TiledDetector
 

@@ -82,6 +82,7 @@ def coco(
     from dart.errors import InputError
     from dart.eval import coco as ev
     from dart.eval.report import metrics_table
+    from dart.render import precision_line
     from dart.eval.store import PREDICTIONS, dist_env
     from dart.io import Outputs, write_json
     from dart.setup import Setup, load_setups
@@ -124,7 +125,7 @@ def coco(
         if not overwrite:
             settings = _settings(setup, None, conf, nms, max_det, categories, tile, tile_overlap)
             ev.check_resumable(out, ev.make_run_info(annotations, names, cat_ids, masks, settings),
-                               ignore=("fingerprint",))
+                               ignore=("fingerprint", "runs_on"))
     if configs:
         plan.file(output / "comparison.json", "-o/--output", existing="replace")
     set_threads(threads)
@@ -135,7 +136,9 @@ def coco(
             console.print(f"[bold]{setup.name}[/]: loading {setup.checkpoint} ({setup.backend}, {setup.imgsz or 'default'} px, "
                           f"prune {setup.prune()}) ...", highlight=False)
         detector = setup.build_detector(names, conf=conf, nms=nms, max_det=max_det, masks=masks)
-        settings = _settings(setup, detector.backend.fingerprint, conf, nms, max_det, categories, tile, tile_overlap)
+        if rank == 0 and (note := precision_line(detector.backend)):
+            console.print(note, highlight=False)
+        settings = _settings(setup, detector.backend, conf, nms, max_det, categories, tile, tile_overlap)
         if tile:
             from dart.tiling import TiledDetector
 
@@ -166,11 +169,15 @@ def coco(
                       f"[bold]{output / 'results.json'}[/]")
 
 
-def _settings(setup, fingerprint: str | None, conf: float, nms: float, max_det: int, categories: str,
-              tile: int | None, tile_overlap: float) -> dict:
-    """What a COCO evaluation records as its settings (``run.json``); a resumed run must match them."""
-    settings = {"setup": setup.describe(), "fingerprint": fingerprint, "conf": conf, "nms": nms, "max_det": max_det,
-                "categories": categories}
+def _settings(setup, backend, conf: float, nms: float, max_det: int, categories: str, tile: int | None,
+              tile_overlap: float) -> dict:
+    """What a COCO evaluation records as its settings (``run.json``); a resumed run must match them. The model's
+    fingerprint and what actually runs (``auto`` precision resolved) are known once the model is built."""
+    from dart.backends.base import describe_backend
+
+    settings = {"setup": setup.describe(), "fingerprint": backend.fingerprint if backend else None,
+                "runs_on": describe_backend(backend) if backend else None, "conf": conf, "nms": nms,
+                "max_det": max_det, "categories": categories}
     if tile:
         settings["tile"] = {"size": tile, "overlap": tile_overlap}
     return settings

@@ -79,8 +79,10 @@ BackboneEngine = Annotated[Optional[Path], typer.Option(
 EncdecEngine = Annotated[Optional[Path], typer.Option(
     "--encdec-engine", rich_help_panel=SPEED, help="Encoder-decoder .onnx/.engine file (instead of --engines).")]
 Device = Annotated[str, typer.Option("--device", rich_help_panel=SPEED, help="auto, cpu, cuda or cuda:N.")]
-Precision = Annotated[str, typer.Option("--precision", rich_help_panel=SPEED,
-                                        help="fp32, fp16 (CUDA) or bf16 for the backbone and encoder-decoder.")]
+Precision = Annotated[str, typer.Option(
+    "--precision", rich_help_panel=SPEED, envvar="DART_PRECISION",
+    help="auto (bf16 on a GPU or on a CPU that computes bf16 natively, measured; fp32 otherwise), fp32, fp16 (CUDA) "
+         "or bf16 for the backbone and encoder-decoder (the text encoder stays fp32).")]
 Compile = Annotated[Optional[str], typer.Option(
     "--compile", rich_help_panel=SPEED,
     help="torch.compile the stages with this mode: default, reduce-overhead or max-autotune. Off by default.")]
@@ -112,7 +114,7 @@ DEFAULTS = {
     "nms": 0.7,
     "max_det": 300,
     "device": "auto",
-    "precision": "fp32",
+    "precision": "auto",
     "imgsz": DEFAULT_IMGSZ,
     "max_classes": 16,
     "backend": "auto",

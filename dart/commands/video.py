@@ -82,11 +82,15 @@ def video_setup(**o: Any):
 
 def build_detector(console: Console, setup, names: list[str], **o: Any):
     """The detector ``dart detect`` would build from the same flags (PyTorch, or exported ONNX/TensorRT stages)."""
+    from dart.render import precision_line
+
     if not setup.uses_engines:
         console.print(f"loading SAM3 from [bold]{o['checkpoint']}[/] ...", highlight=False)
-    return setup.build_detector(names, conf=o["conf"], class_conf=o["class_conf"], nms=o["nms"],
-                                class_agnostic_nms=o["class_agnostic_nms"],
-                                max_det=o["max_det"], masks=o["masks"])
+    detector = setup.build_detector(names, conf=o["conf"], class_conf=o["class_conf"], nms=o["nms"],
+                                    class_agnostic_nms=o["class_agnostic_nms"], max_det=o["max_det"], masks=o["masks"])
+    if note := precision_line(detector.backend):
+        console.print(note, highlight=False)
+    return detector
 
 
 def build_tracker(name: str, track_thresh: float, match_thresh: float, max_time_lost: int, **extra: Any):

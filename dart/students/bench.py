@@ -85,13 +85,14 @@ def benchmark_backbones(
     a backbone that fails is reported, the others still run). With ``prune``, a ``sam3 (pruned …)`` row follows
     the full ``sam3`` row.
     """
-    from dart.backends.base import resolve_device, resolve_precision
+    from dart.backends.base import choose_precision, resolve_device, resolve_precision
     from dart.models.sam3 import validate_imgsz
     from dart.pruning.spec import apply_pruning
     from dart.students.registry import backbone_names, get_factory
 
     validate_imgsz(imgsz)
     dev = resolve_device(device)
+    precision = choose_precision(precision, dev)[0]  # rows record what ran, not "auto"
     dtype = resolve_precision(precision, dev)
     holder = sam3_vision(checkpoint, sam3_config, imgsz)
     pixels = torch.randn(batch, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
