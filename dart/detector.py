@@ -248,11 +248,12 @@ class Detector:
     # The four steps of detect_batch, public so that a video pipeline can run the backbone of one frame while the
     # encoder-decoder of the previous one runs (on another thread / CUDA stream).
     def prepare(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """Images -> ``(pixel_values [B, 3, S, S]`` on the backend's device, original ``(height, width)`` sizes)."""
+        """Images -> ``(pixel_values [B, 3, S, S]`` float32 on the backend's device, original ``(height, width)``
+        sizes)."""
         rgb = [to_rgb(im) for im in images]
         sizes = [(im.shape[0], im.shape[1]) for im in rgb]
         with self.timer("preprocess"):
-            pixels = preprocess(rgb, self.backend.imgsz, self.backend.device, self.backend.dtype)
+            pixels = preprocess(rgb, self.backend.imgsz, self.backend.device)  # float32: backends take it as is
         return pixels, sizes
 
     def run_backbone(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -23,12 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from tests.conftest import make_image

@@ -18,6 +18,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from dart.models.loading import LoadedSam3
 
 
+PRODUCTS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+
+
+def _cast(stage: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """``stage`` on ``device`` with the weights of its matrix products and convolutions (nearly all of its
+    parameters) in ``dtype`` and everything else (norms, position embeddings, tokens, buffers) in fp32: under
+    autocast the products run in ``dtype`` while whatever is added to the residual stream keeps it fp32."""
+    stage = stage.to(device, torch.float32)
+    if dtype != torch.float32:
+        for module in stage.modules():
+            if isinstance(module, PRODUCTS):
+                module.to(dtype)
+    return stage
+
+
 class TorchBackend:
     name = "torch"
     supports_masks = True
@@ -40,8 +55,8 @@ class TorchBackend:
         self.text_stage = TextStage(model).to(self.device).eval()  # text stays fp32: it runs once per class list
         stage = backbone if backbone is not None else BackboneStage(model)
         self.backbone_name = getattr(stage, "dart_backbone_name", "sam3")
-        self.backbone_stage = stage.to(self.device, self.dtype).eval()
-        self.encdec_stage = EncDecStage(model, self.imgsz, prompt_mode).to(self.device, self.dtype).eval()
+        self.backbone_stage = _cast(stage, self.device, self.dtype).eval()
+        self.encdec_stage = _cast(EncDecStage(model, self.imgsz, prompt_mode), self.device, self.dtype).eval()
         self.prompt_mode = prompt_mode
         self.compile_mode = compile
         self._backbone = self.backbone_stage
@@ -56,9 +71,10 @@ class TorchBackend:
             self._encdec = torch.compile(self.encdec_stage, mode=compile, dynamic=True)
 
     def _reduced(self):
-        """In bf16/fp16 the weights are cast, and autocast keeps the operations that lose accuracy in a narrow
-        format (LayerNorm, softmax, sigmoid ...) in fp32: measured closer to fp32 than casting alone, and not
-        slower (BENCHMARKS.md, precision)."""
+        """In bf16/fp16 the stages run under autocast on fp32 inputs (pixels, text features), with only the weights
+        of matrix products and convolutions cast (:func:`_cast`): those run in the narrow format, while the
+        residual stream, LayerNorm and the scores stay fp32. Measured on SAM3's weights this is much closer to fp32
+        than casting everything (BENCHMARKS.md, "bf16 on a CPU")."""
         if self.dtype == torch.float32:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
@@ -66,12 +82,12 @@ class TorchBackend:
     @torch.inference_mode()
     def backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self._reduced():
-            return tuple(f.to(self.dtype) for f in self._backbone(pixel_values.to(self.device, self.dtype)))
+            return self._backbone(pixel_values.to(self.device, torch.float32))
 
     @torch.inference_mode()
     def encdec(self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor,
                return_state: bool = False) -> dict[str, torch.Tensor]:
-        text = text.to(self.device, self.dtype)
+        text = text.to(self.device, torch.float32)
         text_mask = text_mask.to(self.device)
         with self._reduced():
             return self._encdec(*features, text, text_mask, return_state=return_state)
@@ -79,7 +95,7 @@ class TorchBackend:
     @torch.inference_mode()
     def masks(self, features: tuple[torch.Tensor, ...], state: dict[str, torch.Tensor], text: torch.Tensor,
               text_mask: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        text = text.to(self.device, self.dtype)
+        text = text.to(self.device, torch.float32)
         with self._reduced():
             return self.encdec_stage.masks(features, state, text, text_mask.to(self.device), pairs.to(self.device))
 
