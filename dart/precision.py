@@ -213,13 +213,14 @@ def bisect_table(result: BisectResult):
 # ---------------------------------------------------------------------------------------------- compare
 @dataclass
 class RunSpec:
-    kind: str  # torch | onnxruntime | tensorrt
-    precision: str = "fp32"  # torch only
+    kind: str  # torch | onnxruntime | openvino | tensorrt
+    precision: str = "fp32"  # torch and openvino
     path: Path | None = None  # engines folder (onnxruntime / tensorrt)
 
     @classmethod
     def parse(cls, text: str) -> RunSpec:
-        """``torch:fp32`` ``torch:bf16`` ``torch:fp16`` ``onnxruntime:DIR`` ``tensorrt:DIR``."""
+        """``torch:fp32`` ``torch:bf16`` ``torch:fp16`` ``onnxruntime:DIR`` ``openvino:DIR`` ``openvino-bf16:DIR``
+        ``tensorrt:DIR``."""
         kind, _, rest = text.partition(":")
         kind = kind.strip().lower()
         if kind == "torch":
@@ -227,15 +228,20 @@ class RunSpec:
             if precision not in ("fp32", "fp16", "bf16"):
                 raise InputError(f"run '{text}': torch precision must be fp32, fp16 or bf16.")
             return cls("torch", precision)
-        if kind in ("onnxruntime", "ort", "tensorrt", "trt"):
+        engine_kinds = {"onnxruntime": "onnxruntime", "ort": "onnxruntime", "tensorrt": "tensorrt", "trt": "tensorrt",
+                        "openvino": "openvino", "openvino-bf16": "openvino"}
+        if kind in engine_kinds:
             if not rest:
                 raise InputError(f"run '{text}' needs a folder with the stage files, e.g. {kind}:engines/.")
-            return cls("onnxruntime" if kind in ("onnxruntime", "ort") else "tensorrt", path=Path(rest))
-        raise InputError(f"unknown run '{text}': use torch:fp32, torch:bf16, torch:fp16, onnxruntime:DIR or "
-                         "tensorrt:DIR.")
+            return cls(engine_kinds[kind], "bf16" if kind == "openvino-bf16" else "fp32", path=Path(rest))
+        raise InputError(f"unknown run '{text}': use torch:fp32, torch:bf16, torch:fp16, onnxruntime:DIR, "
+                         "openvino:DIR, openvino-bf16:DIR or tensorrt:DIR.")
 
     def __str__(self) -> str:
-        return f"torch:{self.precision}" if self.kind == "torch" else f"{self.kind}:{self.path}"
+        if self.kind == "torch":
+            return f"torch:{self.precision}"
+        kind = "openvino-bf16" if self.kind == "openvino" and self.precision == "bf16" else self.kind
+        return f"{kind}:{self.path}"
 
 
 def make_backend(run: RunSpec, loaded: LoadedSam3 | None, device: str = "auto", private: bool = False):
@@ -253,7 +259,8 @@ def make_backend(run: RunSpec, loaded: LoadedSam3 | None, device: str = "auto", 
 
         return TorchBackend(loaded, device="cpu" if run.precision == "bf16" and device == "auto" else device,
                             precision=run.precision)
-    return engine_backend(run.kind, engines=run.path, device=device, text_checkpoint=loaded)
+    extra = {"precision": run.precision} if run.kind == "openvino" else {}
+    return engine_backend(run.kind, engines=run.path, device=device, text_checkpoint=loaded, **extra)
 
 
 def run_outputs(backend: Any, pixels: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor

@@ -154,13 +154,17 @@ class Setup:
 
     def _validate_engine_flags(self) -> None:
         kind = self.engine_kind()
-        torch_only = {"--precision": self.precision not in ("fp32", "auto"), "--compile": self.compile is not None,
+        own_precision = kind == "openvino"  # OpenVINO takes a precision hint of its own (fp32, bf16, auto)
+        torch_only = {"--precision": self.precision not in ("fp32", "auto") and not own_precision,
+                      "--compile": self.compile is not None,
                       "--backbone": not self.uses_sam3_backbone, "--student-weights": self.student_weights is not None,
                       "--synthetic": self.synthetic}
         for flag, used in torch_only.items():
             if used:
                 raise InputError(f"{flag} applies to the PyTorch backend; the {kind} stages were fixed when they were "
                                  "exported and built.")
+        if kind == "openvino" and self.device not in ("auto", "cpu"):
+            raise InputError(f"the openvino backend runs on the CPU; use --device cpu (or auto), not '{self.device}'.")
         from dart.backends.engine_backend import find_stage_files
         from dart.export.metadata import check_expected, read_metadata
 
@@ -293,7 +297,8 @@ class Setup:
         return Detector.from_engines(
             self.backbone_engine, self.encdec_engine, classes, engines=self.engines, backend=kind, device=self.device,
             checkpoint=self.checkpoint, tokenizer=self.tokenizer, imgsz=self.imgsz, prune=self.prune() or None,
-            prompt_mode=self.prompt_mode, **detector_kwargs)
+            prompt_mode=self.prompt_mode, backend_options={"precision": self.precision} if kind == "openvino" else None,
+            **detector_kwargs)
 
     def _check_student(self) -> None:
         if self.prune():

@@ -130,6 +130,8 @@ CASES = [
          "--backend torch runs the PyTorch model, but --engines names exported stages"),
     Case("engines-run-in-their-prompt-mode", "detect photos -c person -o out --engines engines --prompt-mode dart", 2,
          "exported with --prompt-mode meta, not dart"),
+    Case("openvino-is-cpu-only", "detect photos -c person -o out --backend openvino --engines badengines --device cuda",
+         2, "the openvino backend runs on the CPU"),
     Case("bad-prompt-mode", "detect photos -c person -o out -m bad {m} --prompt-mode sam", 2,
          "unknown prompt mode 'sam'"),
     Case("bench-two-backends-say-which-ran", "bench class-scaling --backend torch,onnxruntime --engines engines "

@@ -30,7 +30,7 @@ from dart.pruning import PruneSpec
 if TYPE_CHECKING:  # pragma: no cover
     from dart.models.loading import LoadedSam3
 
-ENGINE_SUFFIX = {"onnxruntime": ".onnx", "tensorrt": ".engine"}
+ENGINE_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".onnx", "tensorrt": ".engine"}
 
 
 def find_stage_files(directory: str | Path, kind: str) -> tuple[Path, Path]:
@@ -38,7 +38,7 @@ def find_stage_files(directory: str | Path, kind: str) -> tuple[Path, Path]:
     directory = Path(directory)
     suffix = ENGINE_SUFFIX.get(kind)
     if suffix is None:
-        raise InputError(f"backend '{kind}' does not run engine files; use onnxruntime or tensorrt.")
+        raise InputError(f"backend '{kind}' does not run engine files; use onnxruntime, openvino or tensorrt.")
     if not directory.is_dir():
         raise InputError(f"engines folder '{directory}' does not exist.")
     found = []
@@ -197,7 +197,7 @@ def engine_backend(kind: str, backbone: str | Path | None = None, encdec: str | 
     from dart.plugins.registry import load
 
     if kind not in ENGINE_SUFFIX:
-        raise InputError(f"backend '{kind}' does not run exported stages; use onnxruntime or tensorrt.")
+        raise InputError(f"backend '{kind}' does not run exported stages; use onnxruntime, openvino or tensorrt.")
     if backbone is None or encdec is None:
         if engines is None:
             raise InputError(f"the {kind} backend needs --engines DIR or both --backbone-engine and --encdec-engine.")

@@ -109,7 +109,7 @@ def bisect_command(
 @app.command("compare")
 def compare_command(
     run_a: Annotated[str, typer.Argument(help="First run: torch:fp32, torch:bf16, torch:fp16, onnxruntime:DIR, "
-                                              "tensorrt:DIR (the reference).")],
+                                              "openvino:DIR, openvino-bf16:DIR, tensorrt:DIR (the reference).")],
     run_b: Annotated[str, typer.Argument(help="Second run, same forms.")],
     checkpoint: opt.Checkpoint = D["checkpoint"],
     tokenizer: opt.Tokenizer = None,

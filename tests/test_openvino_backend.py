@@ -1,0 +1,108 @@
+"""The openvino backend runs the exported stages and gives the torch backend's detections; it works end to end
+through detect, video, eval and bench."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("openvino", reason="OpenVINO (the openvino extra, in dev) runs this backend")
+
+from dart.backends.torch_backend import TorchBackend  # noqa: E402
+from dart.cli import build_app  # noqa: E402
+from dart.detector import Detector  # noqa: E402
+from dart.errors import InputError  # noqa: E402
+from dart.preprocess import preprocess, to_rgb  # noqa: E402
+from tests.conftest import make_image  # noqa: E402
+from tests.export_helpers import tiny_engines  # noqa: E402
+from tests.test_onnxruntime_backend import CLASSES, assert_same  # noqa: E402
+from tests.tiny import TINY_IMGSZ  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, tiny_ckpt):
+    return tiny_engines(tmp_path_factory, tiny_ckpt)
+
+
+def openvino(engines, tiny_ckpt, precision="fp32", **kwargs):
+    return Detector.from_engines(engines=engines, backend="openvino", device="cpu", checkpoint=tiny_ckpt,
+                                 backend_options={"precision": precision}, **kwargs)
+
+
+def test_stage_outputs_equal_torch(engines, tiny_loaded, tiny_ckpt):
+    torch_backend = TorchBackend(tiny_loaded, device="cpu")
+    ov = openvino(engines, tiny_ckpt).backend
+    assert ov.name == "openvino" and ov.precision == "fp32" and ov.max_classes == 3
+    pixels = preprocess([to_rgb(make_image(seed=2))], TINY_IMGSZ)
+    a, b = torch_backend.backbone(pixels), ov.backbone(pixels)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-3)
+    text, mask = torch_backend.encode_text(CLASSES[:3])
+    ha, hb = torch_backend.encdec(a, text, mask, return_state=True), ov.encdec(b, text, mask, return_state=True)
+    for key in ("logits", "boxes", "presence"):
+        torch.testing.assert_close(hb[key], ha[key], atol=1e-4, rtol=1e-3)
+    pairs = torch.tensor([[0, 0], [0, 2]])
+    torch.testing.assert_close(ov.masks(b, hb, text, mask, pairs), torch_backend.masks(a, ha, text, mask, pairs),
+                               atol=1e-3, rtol=1e-3)
+
+
+def test_same_detections_as_torch(engines, tiny_loaded, tiny_ckpt):
+    image = make_image(120, 200, seed=3)
+    torch_det = Detector(TorchBackend(tiny_loaded, device="cpu"), CLASSES, conf=0.1, masks=True)
+    ov_det = openvino(engines, tiny_ckpt, classes=CLASSES, conf=0.1, masks=True)
+    assert_same(torch_det.detect(image), ov_det.detect(image))
+    for a, b in zip(torch_det.detect_batch([image, make_image(seed=5)]), ov_det.detect_batch([image, make_image(seed=5)])):
+        assert_same(a, b)
+
+
+def test_bf16_hint_stays_close_and_says_what_ran(engines, tiny_loaded, tiny_ckpt):
+    ov = openvino(engines, tiny_ckpt, precision="bf16").backend
+    assert ov.precision in ("bf16", "fp32")  # OpenVINO runs bf16 only where the CPU has it natively
+    pixels = preprocess([to_rgb(make_image(seed=2))], TINY_IMGSZ)
+    reference = TorchBackend(tiny_loaded, device="cpu").backbone(pixels)
+    for x, y in zip(reference, ov.backbone(pixels)):
+        assert torch.nn.functional.cosine_similarity(x.flatten(), y.flatten(), dim=0) > 0.99
+    with pytest.raises(InputError, match="fp32 or bf16, not fp16"):
+        openvino(engines, tiny_ckpt, precision="fp16")
+    with pytest.raises(InputError, match="runs on the CPU"):
+        Detector.from_engines(engines=engines, backend="openvino", device="cuda", checkpoint=tiny_ckpt)
+
+
+def test_detect_video_eval_and_bench_end_to_end(tmp_path, engines, tiny_ckpt, image_file):
+    """The CLI runs the backend through every command that runs a detector, and says what ran."""
+    import cv2
+
+    from dart.backends.torch_backend import TorchBackend as _  # noqa: F401 - the text encoder comes from -m
+    from tests.coco_data import write_dataset
+
+    runner, app = CliRunner(), build_app()
+    common = ["--backend", "openvino", "--engines", str(engines), "-m", str(tiny_ckpt), "--device", "cpu"]
+    res = runner.invoke(app, ["detect", str(image_file), "-c", "person", "car", "-o", str(tmp_path / "d"), *common,
+                              "--conf", "0.05"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "d" / "street.json").read_text())["detections"]
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 90))
+    for i in range(4):
+        writer.write(make_image(seed=i))
+    writer.release()
+    res = runner.invoke(app, ["video", str(clip), "-c", "person", "--save-jsonl", str(tmp_path / "v.jsonl"), *common,
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert len((tmp_path / "v.jsonl").read_text().splitlines()) == 4 and "openvino on cpu" in res.output
+    images, annotations = write_dataset(tmp_path / "coco", categories=["person", "car", "dog"])
+    res = runner.invoke(app, ["eval", "coco", "--images", str(images), "--annotations", str(annotations),
+                              "--categories", "dataset", "-o", str(tmp_path / "e"), *common, "--max-images", "2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["settings"]["runs_on"]["backend"] == "openvino"
+    res = runner.invoke(app, ["bench", "class-scaling", *common, "--imgsz", str(TINY_IMGSZ), "--classes-counts", "1",
+                              "--runs", "1", "--warmup", "0", "-o", str(tmp_path / "b"),
+                              "--backend", "torch,openvino"])
+    assert res.exit_code == 0, res.output
+    setups = json.loads((tmp_path / "b" / "class_scaling.json").read_text())["setups"]
+    assert [(s["name"], s["backend"]) for s in setups] == [("torch", "torch"), ("openvino", "openvino")]
+    assert np.isfinite(setups[1]["rows"][0]["fps"])
