@@ -41,13 +41,8 @@ def build(full: bool, bpe: Path, folder: Path, seed: int):
     builder = ref.import_meta()
     torch.manual_seed(seed)
     with ref.cpu_fallbacks():
-        saved = builder.PositionEmbeddingSine
-        builder.PositionEmbeddingSine = ref._shrunk(saved, {"precompute_resolution": None})
-        try:
-            model = builder.build_sam3_image_model(bpe_path=str(bpe), device="cpu", eval_mode=True,
-                                                   load_from_HF=False, checkpoint_path=None)
-        finally:
-            builder.PositionEmbeddingSine = saved
+        model = builder.build_sam3_image_model(bpe_path=str(bpe), device="cpu", eval_mode=True,
+                                               load_from_HF=False, checkpoint_path=None)
     ref._fill_uninitialised(model, seed)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "sam3.pt"

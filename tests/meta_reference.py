@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from dart.bench.peers import meta_on_cpu
+
 IMGSZ = 112
 SMALL = {
     # Meta's class name -> keyword arguments that replace the builder's full-size values
@@ -60,27 +62,7 @@ def _shrunk(cls: type, overrides: dict[str, Any]):
     return make
 
 
-@contextlib.contextmanager
-def cpu_fallbacks() -> Iterator[None]:
-    """Meta's three CUDA-only spots, sent to the CPU while the block runs (nothing is changed on a CUDA machine)."""
-    from sam3.model.decoder import TransformerDecoder
-
-    if torch.cuda.is_available():
-        yield
-        return
-    original_coords = TransformerDecoder.__dict__["_get_coords"]
-    original_pin = torch.Tensor.pin_memory
-
-    def coords(height: int, width: int, device: Any):
-        return original_coords.__func__(height, width, "cpu")
-
-    TransformerDecoder._get_coords = staticmethod(coords)
-    torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
-    try:
-        yield
-    finally:
-        TransformerDecoder._get_coords = original_coords
-        torch.Tensor.pin_memory = original_pin
+cpu_fallbacks = meta_on_cpu  # Meta's CUDA-only spots sent to the CPU: dart's peer benchmark needs the same
 
 
 def import_meta():
@@ -92,20 +74,26 @@ def import_meta():
     return model_builder
 
 
-def build_meta_model(bpe_path: str | Path, seed: int = 0):
-    """Meta's SAM3 image model, built by Meta's own builder at :data:`SMALL` sizes, random weights, eval mode, CPU."""
+@contextlib.contextmanager
+def shrunk_builder() -> Iterator[Any]:
+    """Meta's builder module with every class it constructs made small (:data:`SMALL`) while the block runs."""
     builder = import_meta()
     saved = {name: getattr(builder, name) for name in SMALL}
-    torch.manual_seed(seed)
     try:
         for name, overrides in SMALL.items():
             setattr(builder, name, _shrunk(saved[name], overrides))
-        with cpu_fallbacks():
-            model = builder.build_sam3_image_model(bpe_path=str(bpe_path), device="cpu", eval_mode=True,
-                                                   load_from_HF=False, checkpoint_path=None)
+        yield builder
     finally:
         for name, cls in saved.items():
             setattr(builder, name, cls)
+
+
+def build_meta_model(bpe_path: str | Path, seed: int = 0):
+    """Meta's SAM3 image model, built by Meta's own builder at :data:`SMALL` sizes, random weights, eval mode, CPU."""
+    torch.manual_seed(seed)
+    with shrunk_builder() as builder, cpu_fallbacks():
+        model = builder.build_sam3_image_model(bpe_path=str(bpe_path), device="cpu", eval_mode=True,
+                                               load_from_HF=False, checkpoint_path=None)
     _fill_uninitialised(model, seed)
     return model.eval()
 

@@ -126,6 +126,12 @@ def test_tiny_round_trip_is_exact_and_uses_real_meta_names(tiny_model, meta_name
     back = convert_meta_state_dict(extract_meta_state_dict({"model": meta_state_dict}))
     assert back.keys() == hf_state_dict.keys()
     assert all(torch.equal(back[key], hf_state_dict[key]) for key in hf_state_dict)
+    assert meta_state_dict  # left as it was by default
+
+    consumed = dict(meta_state_dict)  # dart's loader hands over a dict nobody else holds: emptied as it converts
+    again = convert_meta_state_dict(consumed, consume=True)
+    assert not consumed and again.keys() == back.keys()
+    assert all(torch.equal(again[key], back[key]) for key in back)
 
 
 def test_tiny_converted_checkpoint_loads_strictly_and_gives_the_same_forward(tiny_model):

@@ -60,8 +60,8 @@ class OpenVinoBackend(EngineBackend):
         if self._encdec_outputs != expected:
             raise InputError(f"'{self.encdec_path}' has outputs {self._encdec_outputs}, not the {expected} of a dart "
                              "export; export it again.")
-        ran = str(self._backbone_model.get_property("INFERENCE_PRECISION_HINT")).lower()
-        self.precision = "bf16" if "bf16" in ran else "fp32"  # what OpenVINO actually compiled for
+        ran = self._backbone_model.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type, printed 'bfloat16'
+        self.precision = "bf16" if ran == ov.Type.bf16 else "fp32"  # what OpenVINO actually compiled for
 
     def _run_backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         result = self._backbone_request.infer({"pixel_values": pixel_values.cpu().numpy()})

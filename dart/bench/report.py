@@ -10,6 +10,13 @@ from rich.table import Table
 from rich.text import Text
 
 
+def fps_text(fps: float) -> str:
+    """FPS with the digits that matter: '31.4', '0.48', '0.0206' (a slow CPU must not read '0.0')."""
+    if not math.isfinite(fps) or fps >= 10:
+        return f"{fps:.1f}"
+    return f"{fps:.3g}"
+
+
 def class_scaling_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"class scaling | {report['header']}", title_justify="left")
     for name, justify in (("setup", "left"), ("runs on", "left"), ("classes", "right"), ("FPS", "right"),
@@ -21,7 +28,7 @@ def class_scaling_table(report: dict[str, Any]) -> Table:
         for i, row in enumerate(setup["rows"]):
             runs_on = " ".join(str(setup[k]) for k in ("backend", "precision", "device") if setup.get(k))
             table.add_row(Text(setup["label"]) if i == 0 else "", runs_on if i == 0 else "", str(row["classes"]),
-                          f"{row['fps']:.1f}",
+                          fps_text(row["fps"]),
                           f"{row['total_ms']:.2f}", f"{row['backbone_ms']:.2f}", f"{row['encdec_ms']:.2f}",
                           f"{row['post_ms']:.2f}", f"{row['preprocess_ms']:.2f}")
         table.add_section()
@@ -91,3 +98,36 @@ def flatten(result: dict[str, Any]) -> list[dict[str, Any]]:
         return [scalars]
     return [{"mode": k, **{kk: vv for kk, vv in v.items() if not isinstance(vv, dict)}, **scalars}
             for k, v in nested.items()]
+
+
+def peers_table(report: dict[str, Any]) -> Table:
+    """One row per system: seconds per image at each class count with the speed-up over the fastest peer, the
+    image part, load time and peak memory."""
+    counts = [str(c) for c in report["settings"]["counts"]]
+    table = Table(title=f"dart and its peers | {report['header']}", title_justify="left")
+    table.add_column("system")
+    table.add_column("runs on")
+    for c in counts:
+        table.add_column(f"{c} cls s/img", justify="right")
+    table.add_column("image part s", justify="right")
+    table.add_column("load s", justify="right")
+    table.add_column("peak MB", justify="right")
+    for row in report["systems"]:
+        if "error" in row:
+            table.add_row(row["system"], Text(f"failed: {row['error']}", style="red"), *[""] * (len(counts) + 3))
+            continue
+        cells = []
+        for c in counts:
+            seconds, speedup = row["per_image_s"].get(c), row.get("speedup", {}).get(c)
+            text = "" if seconds is None else f"{seconds:.3g}"
+            if speedup is not None and row["family"] == "dart":
+                text += f" ({speedup:.2f}x)"
+            cells.append(text)
+        table.add_row(row["system"], row["runs_on"], *cells, f"{row['image_s']:.3g}", f"{row['load_s']:.1f}",
+                      f"{row['peak_rss_mb']:.0f}")
+    s = report["settings"]
+    best = ", ".join(f"{c} cls: {name}" for c, name in report.get("best_peer", {}).items())
+    table.caption = (f"medians of {s['runs']} runs ({s['runs_large']} above 16 classes) after {s['warmup']} warm-up; "
+                     f"(Nx) = speed-up over the fastest peer ({best or 'no peer ran'}); {s['imgsz']} px, "
+                     f"{s['threads']} threads")
+    return table

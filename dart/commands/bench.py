@@ -111,7 +111,7 @@ def class_scaling(
     """
     from dart.backends.base import describe_backend, set_threads
     from dart.bench.class_scaling import bench_image, class_scaling as measure, make_report, parse_counts, write_report
-    from dart.bench.report import class_scaling_table
+    from dart.bench.report import class_scaling_table, fps_text
     from dart.render import precision_line
     from dart.errors import InputError
     from dart.setup import load_setups, seed_random_text
@@ -139,7 +139,7 @@ def class_scaling(
     results, device_used = [], None
     for setup in setups:
         size = f"{setup.imgsz}px" if setup.imgsz else "default size"
-        console.print(f"[bold]{escape(setup.label())}[/]: building ({setup.backend}, {size}, {setup.precision}) ...",
+        console.print(f"[bold]{escape(setup.label())}[/]: building ({setup.backend}, {size}, precision {setup.precision}) ...",
                       highlight=False)
         detector = setup.build_detector(None, conf=conf)
         device_used = detector.backend.device
@@ -147,8 +147,8 @@ def class_scaling(
             console.print(f"  {note}", highlight=False)
         prepare = (lambda names, d=detector: seed_random_text(d, names)) if setup.synthetic else None
         rows = measure(detector, counts, frame, warmup=warmup, runs=runs, prepare=prepare,
-                       on_point=lambda r: console.print(f"  {r['classes']:>3} classes: {r['fps']:.1f} FPS",
-                                                        highlight=False))
+                       on_point=lambda r: console.print(f"  {r['classes']:>3} classes: {fps_text(r['fps'])} FPS"
+                                                        f" ({r['total_ms'] / 1000:.3g} s per image)", highlight=False))
         results.append({"name": setup.name, "label": setup.label(), "synthetic": setup.synthetic,
                         **describe_backend(detector.backend), "imgsz": detector.backend.imgsz,
                         "setup": setup.describe(), "rows": rows})
@@ -350,3 +350,76 @@ def _latency_key(rows: list[dict[str, Any]]) -> str:
         if "median" in key.lower():
             return key
     return keys[0] if keys else "ms"
+
+
+@app.command("peers")
+def peers(
+    checkpoint: Annotated[Path, typer.Argument(
+        help="Meta's sam3.pt (or a folder holding it, e.g. a facebook/sam3 snapshot): every system reads these "
+             "weights.")],
+    systems: Annotated[Optional[str], typer.Option(
+        "--systems", rich_help_panel=BENCH,
+        help="Comma-separated, from: dart-fp32, dart-auto, dart-onnxruntime, dart-openvino, dart-openvino-bf16, "
+             "meta-fp32, meta-bf16, transformers-fp32, dart-research-fp32 (default: every one whose inputs are "
+             "given).")] = None,
+    classes_counts: Annotated[str, typer.Option(
+        "--classes-counts", rich_help_panel=BENCH,
+        help="Class counts to time, comma-separated (COCO names, then 'object N' beyond 80).")] = "1,4,80",
+    image: Annotated[Optional[Path], typer.Option(
+        "--image", rich_help_panel=BENCH, help="Image to time (default: a fixed 1280x720 synthetic frame).")] = None,
+    engines: opt.Engines = None,
+    research_repo: Annotated[Optional[Path], typer.Option(
+        "--research-repo", rich_help_panel=BENCH,
+        help="A clone of the DART research code (github.com/mkturkcan/DART) for the dart-research-fp32 row.")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option(
+        "--tokenizer", rich_help_panel=opt.MODEL,
+        help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: the one open-clip-torch installs).")] = None,
+    device: opt.Device = D["device"],
+    warmup: Annotated[int, typer.Option("--warmup", min=0, rich_help_panel=BENCH,
+                                        help="Untimed image + smallest-count runs per system.")] = 1,
+    runs: Annotated[int, typer.Option("--runs", min=1, rich_help_panel=BENCH,
+                                      help="Timed runs of the image part and of each count up to 16 classes.")] = 2,
+    runs_large: Annotated[int, typer.Option("--runs-large", min=1, rich_help_panel=BENCH,
+                                            help="Timed runs of counts above 16 classes (minutes each on a CPU).")] = 1,
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", min=1, rich_help_panel=BENCH, help="Seconds one system may take before it is stopped.")] = None,
+    output: Output = Path("runs/bench"),
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
+) -> None:
+    """dart side by side with Meta's sam3, transformers and the DART research code: same weights, image, classes.
+
+    Each system runs in its own child process, one after another, as its users run it; the table gives seconds per
+    image (image part + class part), peak memory, and the speed-up over the fastest peer at each class count.
+
+    Example: [bold]dart bench peers sam3.pt --engines engines/ --classes-counts 1,4,80 --threads 8[/]
+    """
+    from dart.bench.class_scaling import bench_image, parse_counts
+    from dart.bench.peers import parse_systems, run_peers, write_report
+    from dart.bench.report import peers_table
+    from dart.errors import InputError
+    from dart.io import Outputs
+
+    console = Console()
+    counts = parse_counts(classes_counts)
+    chosen = parse_systems(systems, engines=engines is not None, research_repo=research_repo is not None)
+    if research_repo is not None and not (research_repo / "sam3" / "model" / "sam3_multiclass_fast.py").is_file():
+        raise InputError(f"'{research_repo}' is not a clone of the DART research code (no "
+                         "sam3/model/sam3_multiclass_fast.py in it).")
+    if not checkpoint.exists():
+        raise InputError(f"checkpoint '{checkpoint}' does not exist; give Meta's sam3.pt or a folder holding it.")
+    plan = Outputs(overwrite=overwrite)
+    plan.input(checkpoint, "checkpoint", contents=True)
+    plan.input(image, "image")
+    plan.input(engines, "engines", contents=True)
+    plan.folder(output, "-o/--output", ["peers.json", "peers.png"])
+    if image is not None:
+        bench_image(image)  # unreadable images are refused before anything loads
+    console.print(f"systems: {', '.join(chosen)}; {', '.join(map(str, counts))} classes", highlight=False)
+    report = run_peers(checkpoint, chosen, counts=counts, image=image, engines=engines, research_repo=research_repo,
+                       tokenizer=tokenizer, device=device, threads=threads, warmup=warmup, runs=runs,
+                       runs_large=runs_large, timeout_s=timeout,
+                       on_line=lambda line: console.print(escape(line), highlight=False))
+    json_path, png_path = write_report(report, output)
+    console.print(peers_table(report))
+    console.print(f"saved [bold]{json_path}[/] and [bold]{png_path}[/]")

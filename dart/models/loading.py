@@ -252,7 +252,7 @@ def _to_transformers_layout(state_dict: dict[str, torch.Tensor], source: Path) -
     if not is_meta_layout(state_dict):
         return state_dict
     try:
-        return convert_meta_state_dict(state_dict)
+        return convert_meta_state_dict(state_dict, consume=True)  # dart read this dict itself: nobody else holds it
     except ValueError as exc:
         raise CheckpointError(f"{source}: {exc}") from exc
 
