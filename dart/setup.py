@@ -145,12 +145,13 @@ class Setup:
                              "of the two (with --engines alone the backend follows the files).")
 
     def engine_kind(self) -> str:
-        """``onnxruntime`` or ``tensorrt``: the backend named, or the kind of the engine files given."""
+        """The backend named, or the one for the engine files given (``tensorrt`` for ``.engine``; for ``.onnx``
+        OpenVINO on a CPU where it is installed, else onnxruntime)."""
         from dart.backends.engine_backend import infer_engine_kind
 
         if self.backend not in ("auto", "torch"):
             return self.backend
-        return infer_engine_kind(self.engines, self.backbone_engine)
+        return infer_engine_kind(self.engines, self.backbone_engine, self.device)
 
     def _validate_engine_flags(self) -> None:
         kind = self.engine_kind()

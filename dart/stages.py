@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.sam3.modeling_sam3 import Sam3SinePositionEmbedding, box_cxcywh_to_xyxy, inverse_sigmoid
 
 FPN_LEVELS = 3
@@ -96,18 +97,6 @@ class EncDecStage(nn.Module):
         shape = torch.Size([1, vision_config.fpn_hidden_size, grid, grid])
         self.register_buffer("pos_embed", sine(shape, torch.device("cpu"), torch.float32).clone(), persistent=False)
 
-    @staticmethod
-    def expand_over_classes(
-        features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor
-    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
-        """Pair every image with every class: batch index ``b * C + c``."""
-        batch, classes = features[0].shape[0], text.shape[0]
-        if batch == 1:
-            feats = tuple(f.expand(classes, -1, -1, -1) for f in features)
-        else:
-            feats = tuple(f.repeat_interleave(classes, dim=0) for f in features)
-        return feats, text.repeat(batch, 1, 1), text_mask.repeat(batch, 1)
-
     def geometry_token(self, vision: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """The geometry encoder's CLS token for an empty box prompt, ``[B, 1, D]`` (one per image).
 
@@ -123,6 +112,35 @@ class EncDecStage(nn.Module):
             hidden = layer(prompt_feats=hidden, vision_feats=vision_flat, vision_pos_encoding=pos_flat, prompt_mask=None)
         return geo.output_layer_norm(hidden)
 
+    def encode(self, vision: torch.Tensor, prompt: torch.Tensor,
+               prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``transformers``' DETR encoder over ``B`` images ``[B, D, h, w]`` x ``C`` prompts (rows ``b * C + c``
+        of ``prompt [B*C, T, D]``), with the first layer's self-attention run once per image instead of once per
+        (image, class): it reads the image features alone, before any cross-attention to the prompt, so it is the
+        same for every class (a sixth of the encoder's attention work per class). The encoder's own layers do the
+        rest. Returns the memory ``[B*C, h*w, D]``, its position encoding and the spatial shapes, as the encoder's
+        output has them."""
+        encoder = self.detr_encoder
+        batch, classes = vision.shape[0], prompt.shape[0] // vision.shape[0]
+        pos = self.pos_embed.to(dtype=vision.dtype).expand(batch, -1, -1, -1)
+        hidden, pos_flat, spatial_shapes = encoder._prepare_multilevel_features([vision], [pos])
+        first = encoder.layers[0]
+        attended = first.layer_norm1(hidden)
+        with_pos = attended + pos_flat
+        attended, _ = first.self_attn(query=with_pos, key=with_pos, value=attended)
+        hidden = first.dropout(attended) + hidden  # [B, h*w, D]: one per image
+        if classes > 1:
+            hidden = hidden.repeat_interleave(classes, dim=0)
+            pos_flat = pos_flat.repeat_interleave(classes, dim=0)
+        mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden, attention_mask=prompt_mask,
+                                         encoder_hidden_states=prompt)
+        crossed, _ = first.cross_attn(query=first.layer_norm2(hidden), key=prompt, value=prompt, attention_mask=mask)
+        hidden = first.dropout(crossed) + hidden
+        hidden = first.dropout(first.mlp(first.layer_norm3(hidden))) + hidden
+        for layer in encoder.layers[1:]:
+            hidden = layer(hidden, prompt_feats=prompt, vision_pos_encoding=pos_flat, prompt_cross_attn_mask=mask)
+        return hidden, pos_flat, spatial_shapes
+
     def forward(
         self,
         fpn_4x: torch.Tensor,
@@ -133,27 +151,24 @@ class EncDecStage(nn.Module):
         return_state: bool = False,
     ) -> dict[str, torch.Tensor]:
         batch, classes = fpn_1x.shape[0], text.shape[0]
-        (_, _, vision), prompt, mask_bc = self.expand_over_classes((fpn_4x, fpn_2x, fpn_1x), text, text_mask)
+        prompt, mask_bc = text.repeat(batch, 1, 1), text_mask.repeat(batch, 1)  # row b * C + c
         if self.prompt_mode == "meta":
             geometry = self.geometry_token(fpn_1x, self.pos_embed.to(fpn_1x.dtype).expand(batch, -1, -1, -1))
             prompt = torch.cat([prompt, geometry.repeat_interleave(classes, dim=0)], dim=1)
             mask_bc = torch.cat([mask_bc, torch.ones_like(mask_bc[:, :1])], dim=1)
-        pos = self.pos_embed.to(dtype=vision.dtype).expand(vision.shape[0], -1, -1, -1)
-        encoded = self.detr_encoder(
-            vision_features=[vision], text_features=prompt, vision_pos_embeds=[pos], text_mask=mask_bc
-        )
+        memory, pos_flat, spatial_shapes = self.encode(fpn_1x, prompt, mask_bc)
         decoded = self.detr_decoder(
-            vision_features=encoded.last_hidden_state,
-            text_features=encoded.text_features,
-            vision_pos_encoding=encoded.pos_embeds_flattened,
+            vision_features=memory,
+            text_features=prompt,
+            vision_pos_encoding=pos_flat,
             text_mask=mask_bc,
-            spatial_shapes=encoded.spatial_shapes,
+            spatial_shapes=spatial_shapes,
         )
         queries = decoded.intermediate_hidden_states[-1]
         offsets = self.detr_decoder.box_head(queries)
         boxes = box_cxcywh_to_xyxy((inverse_sigmoid(decoded.reference_boxes[-1]) + offsets).sigmoid())
         logits = self.scoring(
-            decoder_hidden_states=queries[None], text_features=encoded.text_features, text_mask=mask_bc
+            decoder_hidden_states=queries[None], text_features=prompt, text_mask=mask_bc
         )[0, ..., 0]
         presence = decoded.presence_logits[-1, :, 0]
         out = {
@@ -162,7 +177,7 @@ class EncDecStage(nn.Module):
             "presence": presence.view(batch, classes),
         }
         if return_state:
-            out["memory"] = encoded.last_hidden_state
+            out["memory"] = memory
             out["queries"] = queries
             out["prompt"] = prompt
             out["prompt_mask"] = mask_bc

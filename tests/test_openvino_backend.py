@@ -109,3 +109,11 @@ def test_detect_video_eval_and_bench_end_to_end(tmp_path, engines, tiny_ckpt, im
     setups = json.loads((tmp_path / "b" / "class_scaling.json").read_text())["setups"]
     assert [(s["name"], s["backend"]) for s in setups] == [("torch", "torch"), ("openvino", "openvino")]
     assert np.isfinite(setups[1]["rows"][0]["fps"])
+
+
+def test_onnx_files_run_on_openvino_on_a_cpu_where_it_is_installed(engines):
+    from dart.setup import Setup
+
+    assert Setup(engines=str(engines), device="cpu").engine_kind() == "openvino"
+    assert Setup(engines=str(engines), device="cuda").engine_kind() == "onnxruntime"  # its CUDA provider
+    assert Setup(engines=str(engines), device="cpu", backend="onnxruntime").engine_kind() == "onnxruntime"

@@ -79,17 +79,39 @@ def test_each_system_is_measured(paths, system):
     assert row["runs_on"] == expected.get(system, row["runs_on"])
 
 
-def test_speedups_are_against_the_fastest_peer():
+@pytest.mark.parametrize("system", ["dart-onnxruntime", "dart-openvino"])
+def test_engine_systems_are_measured(paths, system, tmp_path_factory):
+    from dart.export.onnx_export import export_backbone, export_encdec
+    from dart.models.loading import load_sam3
+
+    folder = tmp_path_factory.getbasetemp() / "peers_engines"
+    if not (folder / "encdec.onnx").is_file():
+        loaded = load_sam3(paths["meta_checkpoint"], imgsz=IMGSZ, tokenizer=paths["bpe"])
+        export_backbone(loaded, folder / "backbone.onnx")
+        export_encdec(loaded, folder / "encdec.onnx", max_classes=3, simplify=False)
+    row = measure_system({**spec(paths, system), "engines": str(folder)})
+    check_row(row)
+    assert row["runs_on"] == f"dart {system.removeprefix('dart-')} fp32 cpu"
+
+
+def test_speedups_are_against_the_fastest_peer_of_the_same_precision():
     report = {"settings": {"counts": [1, 4]}, "systems": [
-        {"system": "dart-fp32", "family": "dart", "per_image_s": {"1": 2.0, "4": 3.0}},
-        {"system": "meta-fp32", "family": "meta", "per_image_s": {"1": 4.0, "4": 9.0}},
-        {"system": "transformers-fp32", "family": "transformers", "per_image_s": {"1": 3.0, "4": 12.0}},
+        {"system": "dart-fp32", "family": "dart", "precision": "fp32", "per_image_s": {"1": 2.0, "4": 3.0}},
+        {"system": "dart-auto", "family": "dart", "precision": "bf16", "per_image_s": {"1": 1.0, "4": 2.0}},
+        {"system": "meta-fp32", "family": "meta", "precision": "fp32", "per_image_s": {"1": 4.0, "4": 9.0}},
+        {"system": "meta-bf16", "family": "meta", "precision": "bf16", "per_image_s": {"1": 1.6, "4": 4.0}},
+        {"system": "transformers-fp32", "family": "transformers", "precision": "fp32",
+         "per_image_s": {"1": 3.0, "4": 12.0}},
         {"system": "dart-openvino", "error": "stopped"}]}
     add_speedups(report)
-    assert report["best_peer"] == {"1": "transformers-fp32", "4": "meta-fp32"}
-    assert report["systems"][0]["speedup"] == {"1": 1.5, "4": 3.0}
-    assert report["systems"][1]["speedup"] == {"1": 0.75, "4": 1.0}
-    assert "speedup" not in report["systems"][3]
+    assert report["best_peer"] == {"fp32": {"1": "transformers-fp32", "4": "meta-fp32"},
+                                   "bf16": {"1": "meta-bf16", "4": "meta-bf16"},
+                                   "any": {"1": "meta-bf16", "4": "meta-bf16"}}
+    dart_fp32, dart_bf16, meta_fp32 = report["systems"][:3]
+    assert dart_fp32["speedup"] == {"1": 1.5, "4": 3.0} and dart_fp32["speedup_any"] == {"1": 0.8, "4": 4 / 3}
+    assert dart_bf16["speedup"] == {"1": 1.6, "4": 2.0} == dart_bf16["speedup_any"]
+    assert meta_fp32["speedup"] == {"1": 0.75, "4": 1.0}
+    assert "speedup" not in report["systems"][-1]
 
 
 def test_systems_are_checked_before_anything_runs():
@@ -114,15 +136,22 @@ def test_a_failing_system_is_a_row_not_a_crash(meta_checkpoint, tmp_path):
 
 
 def test_command_runs_systems_in_child_processes(meta_checkpoint, tmp_path):
-    out = tmp_path / "bench"
+    import cv2
+
+    from tests.conftest import make_image
+
+    out, photo = tmp_path / "bench", tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), make_image(90, 120, seed=3))
     result = run_cli("bench", "peers", str(meta_checkpoint), "--systems", "dart-fp32,transformers-fp32",
-                     "--classes-counts", "1,2", "--runs", "1", "--warmup", "0", "--threads", "1", "-o", str(out))
+                     "--classes-counts", "1,2", "--runs", "1", "--warmup", "0", "--threads", "1", "--image", photo,
+                     "-o", str(out))
     assert result.exit_code == 0, result.output
     report = json.loads((out / "peers.json").read_text())
     assert [r["system"] for r in report["systems"]] == ["dart-fp32", "transformers-fp32"]
     for row in report["systems"]:
         check_row(row, ("1", "2"))
-    assert report["best_peer"] == {"1": "transformers-fp32", "2": "transformers-fp32"}
+    assert report["best_peer"]["fp32"] == {"1": "transformers-fp32", "2": "transformers-fp32"}
+    assert report["settings"]["image"] == str(photo)
     assert (out / "peers.png").stat().st_size > 1000
     assert "dart and its peers" in result.output and "speed-up over the fastest peer" in result.output
     again = run_cli("bench", "peers", str(meta_checkpoint), "--systems", "dart-fp32", "-o", str(out))

@@ -12,7 +12,7 @@ import torch
 
 from dart import __version__
 
-OPTIONAL = ("onnxruntime", "onnxruntime-gpu", "tensorrt", "timm")
+OPTIONAL = ("onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "timm", "sam3")
 
 
 def device_name(device: torch.device | str) -> str:

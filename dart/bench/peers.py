@@ -15,8 +15,8 @@ Systems (``SYSTEMS``), each run as its users run it:
 Every system runs in a child process of its own (one after another, so they never share the CPU or the GPU), which
 reports its load time, the median time of its image part (preprocessing and backbone, once per image) and of its
 class part for each class count (everything that depends on the classes), and its peak resident memory. Seconds
-per image = image part + class part. ``speedup`` compares each system with the fastest peer (not dart) at each class
-count: above 1 is faster than every peer.
+per image = image part + class part. ``speedup`` compares each system with the fastest peer (not dart) that computes
+in the same precision, at each class count (``speedup_any``: with the fastest in any precision); above 1 is faster.
 
 >>> report = run_peers("sam3.pt", ["dart-fp32", "meta-fp32"], counts=[1, 4], output_dir="runs/peers")
 """
@@ -119,6 +119,7 @@ class Runner:
     """One system: ``image(bgr) -> state`` (once per image) and ``classes(state, names) -> detections kept``."""
 
     runs_on = ""
+    precision = "fp32"  # what the system computes in, as it reports it
 
     def image(self, bgr: np.ndarray) -> Any:
         raise NotImplementedError
@@ -152,9 +153,13 @@ class DartRunner(Runner):
             self.detector = Detector.from_engines(engines=spec["engines"], backend=spec["backend"],
                                                   device=spec["device"], checkpoint=spec["checkpoint"],
                                                   tokenizer=spec.get("tokenizer"),
-                                                  backend_options={"precision": spec["precision"]}, **common)
-        backend = self.detector.backend
-        self.runs_on = f"dart {backend.name} {backend.precision} {backend.device}"
+                                                  backend_options={"precision": spec["precision"]}
+                                                  if spec["backend"] == "openvino" else None, **common)
+        from dart.backends.base import describe_backend
+
+        ran = describe_backend(self.detector.backend)
+        self.precision = ran["precision"]
+        self.runs_on = f"dart {ran['backend']} {ran['precision']} {ran['device']}"
         self._names: list[str] | None = None
 
     def image(self, bgr: np.ndarray) -> Any:
@@ -203,6 +208,7 @@ class TransformersRunner(Runner):
         self.device = torch.device(spec["device"])
         self.model = Sam3Model.from_pretrained(spec["hf_folder"]).to(self.device).eval()
         self.processor = Sam3Processor.from_pretrained(spec["hf_folder"])
+        self.precision = "fp32"
         self.runs_on = f"transformers fp32 {self.device}"
 
     def image(self, bgr: np.ndarray) -> Any:
@@ -237,6 +243,7 @@ class ResearchRunner(Runner):
                                            checkpoint_path=spec["meta_checkpoint"], load_from_HF=False)
             self.predictor = Sam3MultiClassPredictorFast(model, resolution=spec["imgsz"], device=self.device.type,
                                                          use_fp16=False, detection_only=True)
+        self.precision = "fp32"
         self.runs_on = f"DART research fp32 {self.device}"
         self._names: list[str] | None = None
 
@@ -310,7 +317,7 @@ def measure_system(spec: dict[str, Any], log: Callable[[str], None] = lambda _: 
     runner = RUNNERS[SYSTEMS[spec["system"]]["family"]]({**SYSTEMS[spec["system"]], **spec})
     load_s = time.perf_counter() - start
     row: dict[str, Any] = {"system": spec["system"], "family": SYSTEMS[spec["system"]]["family"],
-                           "runs_on": runner.runs_on, "threads": threads, "load_s": round(load_s, 2),
+                           "runs_on": runner.runs_on, "precision": runner.precision, "threads": threads, "load_s": round(load_s, 2),
                            "rss_after_load_mb": current_rss_mb()}
     log(f"loaded in {load_s:.1f} s ({runner.runs_on})")
     for _ in range(spec["warmup"]):
@@ -367,23 +374,18 @@ def prepare_weights(checkpoint: str | Path, work: Path, names: Sequence[str],
     if bpe is None or not bpe.is_file():
         raise InputError("the peers need CLIP's BPE vocabulary (bpe_simple_vocab_16e6.txt.gz): give --tokenizer FILE "
                          "or `pip install open-clip-torch`.")
-    from dart.models.loading import load_sam3
+    from dart.models.loading import _quiet_transformers, load_sam3
     from dart.models.sam3 import image_size
 
+    _quiet_transformers()
     model, _ = _load_local(meta)  # as transformers has it (no follow_meta), at the checkpoint's own size
     imgsz = image_size(model)
     hf = path if path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors")) else None
     if hf is None:
         from transformers import Sam3ImageProcessor, Sam3Processor
 
-        from transformers.utils import logging as hf_logging
-
         hf = work / "transformers"
-        hf_logging.disable_progress_bar()  # a bar for one local shard is noise
-        try:
-            model.save_pretrained(hf)
-        finally:
-            hf_logging.enable_progress_bar()
+        model.save_pretrained(hf)
         Sam3Processor(image_processor=Sam3ImageProcessor(size={"height": imgsz, "width": imgsz}),
                       tokenizer=bpe_tokenizer(bpe)).save_pretrained(hf)
     del model
@@ -416,7 +418,8 @@ def run_peers(checkpoint: str | Path, systems: Sequence[str], *, counts: Sequenc
         on_line("preparing the weights every system reads ...")
         paths = prepare_weights(checkpoint, work, class_names(max(counts)), tokenizer)
         for name in systems:
-            spec = {"system": name, **paths, "engines": str(engines) if engines else None, "image": image,
+            spec = {"system": name, **paths, "engines": str(engines) if engines else None,
+                    "image": str(image) if image is not None else None,
                     "counts": list(counts), "device": device, "threads": threads, "warmup": warmup, "runs": runs,
                     "runs_large": runs_large}
             on_line(f"{name} ...")
@@ -464,19 +467,23 @@ def _run_child(spec: dict[str, Any], work: Path, research_repo: str | Path | Non
 
 
 def add_speedups(report: dict[str, Any]) -> None:
-    """``speedup[count]`` per system: the fastest peer's seconds per image / this system's (above 1: faster than
-    every peer); ``best_peer[count]`` names that peer."""
+    """Per system and class count: ``speedup`` over the fastest peer (not dart) computing in the same precision
+    (fp32 against fp32, bf16 against bf16) and ``speedup_any`` over the fastest peer in any precision; above 1 is
+    faster. ``best_peer[precision][count]`` names the peers."""
     ok = [row for row in report["systems"] if "per_image_s" in row]
     report["best_peer"] = {}
-    for count in map(str, report["settings"]["counts"]):
-        peers = [row for row in ok if row["family"] in PEER_FAMILIES and count in row["per_image_s"]]
-        if not peers:
-            continue
-        best = min(peers, key=lambda row: row["per_image_s"][count])
-        report["best_peer"][count] = best["system"]
-        for row in ok:
-            if count in row["per_image_s"]:
-                row.setdefault("speedup", {})[count] = best["per_image_s"][count] / row["per_image_s"][count]
+    for precision in sorted({row.get("precision", "fp32") for row in ok}) + ["any"]:
+        for count in map(str, report["settings"]["counts"]):
+            peers = [row for row in ok if row["family"] in PEER_FAMILIES and count in row["per_image_s"]
+                     and precision in ("any", row.get("precision", "fp32"))]
+            if not peers:
+                continue
+            best = min(peers, key=lambda row: row["per_image_s"][count])
+            report["best_peer"].setdefault(precision, {})[count] = best["system"]
+            key = "speedup_any" if precision == "any" else "speedup"
+            for row in ok:
+                if count in row["per_image_s"] and precision in ("any", row.get("precision", "fp32")):
+                    row.setdefault(key, {})[count] = best["per_image_s"][count] / row["per_image_s"][count]
 
 
 def write_report(report: dict[str, Any], output: str | Path, stem: str = "peers") -> tuple[Path, Path]:

@@ -118,7 +118,7 @@ def peers_table(report: dict[str, Any]) -> Table:
             continue
         cells = []
         for c in counts:
-            seconds, speedup = row["per_image_s"].get(c), row.get("speedup", {}).get(c)
+            seconds, speedup = row["per_image_s"].get(c), row.get("speedup", {}).get(c)  # same precision
             text = "" if seconds is None else f"{seconds:.3g}"
             if speedup is not None and row["family"] == "dart":
                 text += f" ({speedup:.2f}x)"
@@ -126,8 +126,7 @@ def peers_table(report: dict[str, Any]) -> Table:
         table.add_row(row["system"], row["runs_on"], *cells, f"{row['image_s']:.3g}", f"{row['load_s']:.1f}",
                       f"{row['peak_rss_mb']:.0f}")
     s = report["settings"]
-    best = ", ".join(f"{c} cls: {name}" for c, name in report.get("best_peer", {}).items())
     table.caption = (f"medians of {s['runs']} runs ({s['runs_large']} above 16 classes) after {s['warmup']} warm-up; "
-                     f"(Nx) = speed-up over the fastest peer ({best or 'no peer ran'}); {s['imgsz']} px, "
+                     f"(Nx) = speed-up over the fastest peer computing in the same precision; {s['imgsz']} px, "
                      f"{s['threads']} threads")
     return table
