@@ -385,6 +385,13 @@ def check_one_warning_line(ws: Path, output: str) -> None:
 
 CASES_BY_ID = {case.id: case for case in CASES}
 
+# A shell starts background jobs (`cmd &`) with SIGINT ignored, children inherit that, and a Python started with SIGINT
+# ignored never turns Ctrl-C into KeyboardInterrupt: the Ctrl-C case would then see dart run to the end. A Python
+# handler here is reset to the default at exec, so every dart this module starts gets Ctrl-C as a user's terminal
+# sends it, however the test run itself was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 # ------------------------------------------------------------------------------------------------- runs
 def run_dart(cwd: Path, command: str, env: dict[str, str], *,
