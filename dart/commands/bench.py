@@ -390,7 +390,8 @@ def peers(
     """dart side by side with Meta's sam3, transformers and the DART research code: same weights, image, classes.
 
     Each system runs in its own child process, one after another, as its users run it; the table gives seconds per
-    image (image part + class part), peak memory, and the speed-up over the fastest peer at each class count.
+    image (image part + class part), peak memory, and the speed-up over the fastest peer computing in the same
+    precision at each class count.
 
     Example: [bold]dart bench peers sam3.pt --engines engines/ --classes-counts 1,4,80 --threads 8[/]
     """
