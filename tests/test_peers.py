@@ -65,6 +65,11 @@ def test_prepare_weights_gives_every_system_the_same_weights(paths):
     assert read_cache_info(paths["text_cache"])["classes"] == class_names(3)
 
 
+def test_no_transformers_copy_when_no_transformers_system_runs(meta_checkpoint, tmp_path):
+    paths = prepare_weights(meta_checkpoint, tmp_path, ["person"], transformers=False)
+    assert paths["hf_folder"] is None and paths["imgsz"] == IMGSZ and not (tmp_path / "transformers").exists()
+
+
 @pytest.mark.parametrize("system", ["dart-fp32", "dart-auto", "meta-fp32", "meta-bf16", "transformers-fp32"])
 def test_each_system_is_measured(paths, system):
     if SYSTEMS[system]["family"] == "meta":

@@ -356,11 +356,12 @@ def _child_main(spec_path: str, result_path: str) -> None:
 
 # --------------------------------------------------------------------------------------------- the run
 def prepare_weights(checkpoint: str | Path, work: Path, names: Sequence[str],
-                    tokenizer: str | Path | None = None) -> dict[str, Any]:
+                    tokenizer: str | Path | None = None, *, transformers: bool = True) -> dict[str, Any]:
     """From Meta's ``sam3.pt`` (or a folder holding one): the paths each system reads, made before any system is
     timed. dart's systems share a text cache of ``names`` (dart encodes a vocabulary once; DART does too);
     transformers gets the same weights converted by dart's key map and saved with ``save_pretrained`` (with a
-    processor), unless the folder already holds a transformers checkpoint."""
+    processor), unless the folder already holds a transformers checkpoint or ``transformers`` is false (no
+    transformers system runs)."""
     from dart.detector import Detector
     from dart.models.loading import _load_local
     from dart.models.tokenizer import bpe_tokenizer, installed_bpe_vocab
@@ -374,28 +375,27 @@ def prepare_weights(checkpoint: str | Path, work: Path, names: Sequence[str],
     if bpe is None or not bpe.is_file():
         raise InputError("the peers need CLIP's BPE vocabulary (bpe_simple_vocab_16e6.txt.gz): give --tokenizer FILE "
                          "or `pip install open-clip-torch`.")
-    from dart.models.loading import _quiet_transformers, load_sam3
-    from dart.models.sam3 import image_size
+    from dart.models.loading import _config_beside, _quiet_transformers, load_sam3
 
     _quiet_transformers()
-    model, _ = _load_local(meta)  # as transformers has it (no follow_meta), at the checkpoint's own size
-    imgsz = image_size(model)
+    imgsz = int(_config_beside(meta).vision_config.backbone_config.image_size)  # the checkpoint's own size
     hf = path if path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors")) else None
-    if hf is None:
+    if hf is None and transformers:
         from transformers import Sam3ImageProcessor, Sam3Processor
 
         hf = work / "transformers"
+        model, _ = _load_local(meta)  # as transformers has it (no follow_meta)
         model.save_pretrained(hf)
+        del model
         Sam3Processor(image_processor=Sam3ImageProcessor(size={"height": imgsz, "width": imgsz}),
                       tokenizer=bpe_tokenizer(bpe)).save_pretrained(hf)
-    del model
     cache = work / "text.safetensors"
     detector = Detector.from_loaded(load_sam3(meta, imgsz=imgsz, tokenizer=bpe), device="cpu", precision="fp32",
                                     text_cache=cache)
     detector.set_classes(list(names))
     detector.text_cache.save()
     del detector
-    return {"meta_checkpoint": str(meta), "checkpoint": str(meta), "hf_folder": str(hf), "bpe": str(bpe),
+    return {"meta_checkpoint": str(meta), "checkpoint": str(meta), "hf_folder": str(hf) if hf else None, "bpe": str(bpe),
             "tokenizer": str(bpe), "imgsz": imgsz, "text_cache": str(cache)}
 
 
@@ -416,7 +416,8 @@ def run_peers(checkpoint: str | Path, systems: Sequence[str], *, counts: Sequenc
     with tempfile.TemporaryDirectory(prefix="dart-peers-") as tmp:
         work = Path(tmp)
         on_line("preparing the weights every system reads ...")
-        paths = prepare_weights(checkpoint, work, class_names(max(counts)), tokenizer)
+        paths = prepare_weights(checkpoint, work, class_names(max(counts)), tokenizer,
+                                transformers=any(SYSTEMS[s]["family"] == "transformers" for s in systems))
         for name in systems:
             spec = {"system": name, **paths, "engines": str(engines) if engines else None,
                     "image": str(image) if image is not None else None,
