@@ -188,6 +188,11 @@ CASES = [
     Case("botsort-warning-once", "track --detections dets.jsonl -o t.txt --tracker botsort", 0,
          "warning: botsort got no frame images", check="one_warning_line"),
     Case("threads-one", "detect photos -c person -o out -m ck {m} --threads 1", 0, "results saved to out"),
+    # ------------------------------------------------------------------ bench peers: refused before anything loads
+    Case("peers-missing-checkpoint", "bench peers missing.pt -o bench", 2, "checkpoint 'missing.pt' does not exist"),
+    Case("peers-unknown-system", "bench peers photos --systems dart-fp32,meta -o bench", 2, "unknown system 'meta'"),
+    Case("peers-research-not-a-clone", "bench peers photos --research-repo photos -o bench", 2,
+         "not a clone of the DART research code"),
 ]
 
 
