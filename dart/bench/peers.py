@@ -278,27 +278,33 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
     return time.perf_counter() - start, value
 
 
+def _status_mb(field: str) -> float | None:
+    """One memory field of ``/proc/self/status`` (Linux) in MB, or None where there is no such file."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MB: Linux's ``VmHWM`` (the high-water mark of this process's
     own memory; ``ru_maxrss`` would also count the parent's, which Linux carries over an ``exec``), else
     ``ru_maxrss`` (KiB on Linux, bytes on macOS)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def current_rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-    except OSError:
-        return float("nan")
+    """This process's resident memory now, in MB (``VmRSS``: the same counters as :func:`peak_rss_mb`)."""
+    rss = _status_mb("VmRSS")
+    return float("nan") if rss is None else rss
 
 
 def measure_system(spec: dict[str, Any], log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
@@ -341,7 +347,9 @@ def measure_system(spec: dict[str, Any], log: Callable[[str], None] = lambda _: 
         row["class_runs"][str(count)] = runs
         log(f"{count} classes: class part {row['class_s'][str(count)]:.2f} s")
     row["per_image_s"] = {k: row["image_s"] + v for k, v in row["class_s"].items()}
-    row["peak_rss_mb"] = peak_rss_mb()
+    # Linux updates the high-water mark lazily (per-thread counters folded in later), so a sample taken earlier can
+    # read a fraction of a MB above it: the peak is at least every sample.
+    row["peak_rss_mb"] = max(peak_rss_mb(), row["rss_after_load_mb"])
     if device.type == "cuda":
         row["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return row
