@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Detector", "Detections", "DartError", "__version__"]
+__all__ = ["Detector", "Detections", "Prompt", "DartError", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from dart.detections import Detections
     from dart.detector import Detector
     from dart.errors import DartError
+    from dart.prompts import Prompt
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from dart.detections import Detections
 
         return Detections
+    if name == "Prompt":
+        from dart.prompts import Prompt
+
+        return Prompt
     if name == "DartError":
         from dart.errors import DartError
 

@@ -17,9 +17,22 @@ def color_for(index: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
+def dashed_rectangle(image: np.ndarray, xyxy, color: tuple[int, int, int], width: int, dash: int = 8) -> None:
+    """Draw a dashed rectangle in place (OpenCV draws only solid ones)."""
+    x1, y1, x2, y2 = (int(round(v)) for v in xyxy)
+    for (ax, ay), (bx, by) in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
+        length = max(abs(bx - ax), abs(by - ay))
+        for start in range(0, max(length, 1), 2 * dash):
+            stop = min(start + dash, length)
+            p = (ax + (bx - ax) * start // max(length, 1), ay + (by - ay) * start // max(length, 1))
+            q = (ax + (bx - ax) * stop // max(length, 1), ay + (by - ay) * stop // max(length, 1))
+            cv2.line(image, p, q, color, width, cv2.LINE_AA)
+
+
 def annotate(image_bgr: np.ndarray, dets: Detections, *, mask_alpha: float = 0.45, line_width: int | None = None,
-             color_by_track: bool = False) -> np.ndarray:
-    """Return a copy of ``image_bgr`` with ``dets`` drawn on it."""
+             color_by_track: bool = False, exemplars=()) -> np.ndarray:
+    """Return a copy of ``image_bgr`` with ``dets`` drawn on it, and the exemplar boxes drawn on this image
+    (``(xyxy, positive, class_id)`` each) dashed: in the class's colour when positive, grey when negative."""
     out = image_bgr.copy()
     height, width = out.shape[:2]
     lw = line_width or max(1, round((height + width) / 600))
@@ -47,4 +60,6 @@ def annotate(image_bgr: np.ndarray, dets: Detections, *, mask_alpha: float = 0.4
         cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
         cv2.putText(out, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
                     max(1, lw // 2), cv2.LINE_AA)
+    for xyxy, positive, class_id in exemplars:
+        dashed_rectangle(out, xyxy, color_for(int(class_id)) if positive else (128, 128, 128), lw)
     return out

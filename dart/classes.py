@@ -3,16 +3,18 @@
 A class entry is a name (``"person"``: the name is also the text prompt) or a name with its prompts,
 ``"vehicle=car|truck|bus"``: each prompt is detected and all of them are reported as the one class (prompt
 ensembles and synonyms: ``"person=person|pedestrian"``). Overlapping boxes from prompts of one class are merged
-by the per-class NMS.
+by the per-class NMS. An entry may also be an exemplar, ``"ref.jpg:120,40,180,90=widget"`` (boxes on an image
+instead of, or besides, a text: :mod:`dart.prompts`); exemplar entries of one name are prompts of one class.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dart.errors import InputError
+from dart.prompts import Prompt, is_exemplar_entry, parse_exemplar
 
 COCO80 = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -46,50 +48,93 @@ PROMPT_SEPARATOR = "|"
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """What a detector reports (``names``) and what its text encoder reads (``prompts``, each once, with
-    ``prompt_class[i]`` the index of the class prompt ``i`` belongs to)."""
+    """What a detector reports (``names``) and what its text encoder reads (``prompts``, with ``prompt_class[i]``
+    the index of the class prompt ``i`` belongs to). With exemplar prompts, ``exemplars[i]`` is prompt ``i``'s
+    :class:`~dart.prompts.Prompt` (None for a text prompt); without any, ``exemplars`` is empty."""
 
     names: list[str]
     prompts: list[str]
     prompt_class: list[int]
+    exemplars: list[Prompt | None] = field(default_factory=list)
 
     @property
     def plain(self) -> bool:
-        """One prompt per class, the class's own name."""
-        return self.prompts == self.names
+        """One text prompt per class, the class's own name."""
+        return self.prompts == self.names and not self.exemplars
+
+    @property
+    def labels(self) -> list[str]:
+        """Each prompt as written (the text, or the exemplar's written form): what found a detection."""
+        if not self.exemplars:
+            return list(self.prompts)
+        return [text if ex is None else ex.describe() for text, ex in zip(self.prompts, self.exemplars)]
 
 
-def parse_vocabulary(classes: Sequence[str] | Mapping[str, Sequence[str]]) -> Vocabulary:
-    """Class entries (``"person"``, ``"vehicle=car|truck"``) or a ``{name: [prompts]}`` mapping -> Vocabulary.
+PromptLike = str | Prompt
+
+
+def parse_vocabulary(classes: Sequence[str] | Mapping[str, PromptLike | Sequence[PromptLike]]) -> Vocabulary:
+    """Class entries (``"person"``, ``"vehicle=car|truck"``, ``"ref.jpg:120,40,180,90=widget"``) or a
+    ``{name: prompt(s)}`` mapping, a prompt being a text or a :class:`~dart.prompts.Prompt` -> Vocabulary.
     Empty names or prompt lists, a class listed twice and a prompt given to two classes are one sentence each."""
+    pairs: list[tuple[str, list[PromptLike]]] = []
     if isinstance(classes, Mapping):
-        pairs = [(str(name), [prompts] if isinstance(prompts, str) else [str(p) for p in prompts])
-                 for name, prompts in classes.items()]
+        for name, prompts in classes.items():
+            items = [prompts] if isinstance(prompts, (str, Prompt)) else list(prompts)
+            pairs.append((str(name), [p if isinstance(p, Prompt) else str(p) for p in items]))
     else:
-        pairs = []
+        joined: dict[str, list[PromptLike]] = {}  # exemplar entries of one name are one class
         for entry in classes:
+            if isinstance(entry, str) and is_exemplar_entry(entry):
+                name, prompt = parse_exemplar(entry)
+                if name in joined:
+                    joined[name].append(prompt)
+                    continue
+                joined[name] = [prompt]
+                pairs.append((name, joined[name]))
+                continue
             name, mark, prompts = str(entry).partition(PROMPTS_MARK)
             if mark and not name.strip():
                 raise InputError(f"'{entry}' has prompts but no class name: write it as 'name={prompts}'.")
-            pairs.append((name, prompts.split(PROMPT_SEPARATOR) if mark else [name]))
+            items: list[PromptLike] = list(prompts.split(PROMPT_SEPARATOR)) if mark else [name]
+            key = " ".join(name.split())
+            if key in joined and any(isinstance(p, Prompt) for p in joined[key]):
+                joined[key].extend(items)  # text prompts for a class that has exemplars
+                continue
+            joined.setdefault(key, items)
+            pairs.append((name, items))
     pairs = [(" ".join(name.split()), prompts) for name, prompts in pairs]
     pairs = [(name, prompts) for name, prompts in pairs if name]  # blank entries (e.g. "a,,b") are dropped
     names = normalize_classes([name for name, _ in pairs])
     owner: dict[str, str] = {}
     prompts_out: list[str] = []
     prompt_class: list[int] = []
+    exemplars: list[Prompt | None] = []
     for index, (name, prompts) in enumerate(pairs):
-        cleaned = [c for c in (" ".join(str(p).split()) for p in prompts) if c]
+        cleaned: list[PromptLike] = [p if isinstance(p, Prompt) else " ".join(str(p).split()) for p in prompts]
+        cleaned = [p for p in cleaned if p]
         if not cleaned:
             raise InputError(f"class '{name}' has no prompts: write it as '{name}' or '{name}=prompt|prompt'.")
         for prompt in cleaned:
-            if prompt in owner:
-                where = "twice" if owner[prompt] == name else f"for both '{owner[prompt]}' and '{name}'"
-                raise InputError(f"the prompt '{prompt}' is given {where}; each prompt must belong to one class.")
-            owner[prompt] = name
-            prompts_out.append(prompt)
+            if isinstance(prompt, Prompt) and not prompt.is_exemplar:
+                prompt = str(prompt.text)
+            key = prompt if isinstance(prompt, str) else prompt.describe()
+            if key in owner:
+                where = "twice" if owner[key] == name else f"for both '{owner[key]}' and '{name}'"
+                raise InputError(f"the prompt '{key}' is given {where}; each prompt must belong to one class.")
+            owner[key] = name
+            prompts_out.append(prompt if isinstance(prompt, str) else prompt.encoder_text)
+            exemplars.append(None if isinstance(prompt, str) else prompt)
             prompt_class.append(index)
-    return Vocabulary(names, prompts_out, prompt_class)
+    return Vocabulary(names, prompts_out, prompt_class, exemplars if any(e is not None for e in exemplars) else [])
+
+
+def split_entries(text: str) -> list[str]:
+    """A comma-separated line of class entries; an exemplar entry (whose boxes hold commas) stays whole."""
+    text = text.strip()
+    if is_exemplar_entry(text):
+        return [text]
+    return text.split(",")
 
 
 def read_classes_file(path: str | Path) -> list[str]:
@@ -102,27 +147,58 @@ def read_classes_file(path: str | Path) -> list[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        names.extend(line.split(","))
+        names.extend(_beside(entry, Path(path).parent) for entry in split_entries(line))
     return normalize_classes(names)
 
 
+def _beside(entry: str, folder: Path) -> str:
+    """An exemplar entry of a class file whose relative image path is found beside that file (and not from the
+    working folder) gets that path."""
+    if not is_exemplar_entry(entry):
+        return entry
+    image, mark, _ = entry.strip().rpartition("=")[0].rpartition(":")
+    if not mark or not image or Path(image).expanduser().is_absolute() or Path(image).exists():
+        return entry
+    if (folder / image).exists():
+        return f"{folder / image}:{entry.strip()[len(image) + 1:]}"
+    return entry
+
+
 def resolve_classes(classes: list[str] | None = None, classes_file: str | Path | None = None,
-                    coco: bool = False) -> list[str]:
-    """Exactly one source of class entries: ``classes``, ``classes_file`` or ``coco`` (entries may carry prompts:
-    ``"vehicle=car|truck"``, see :func:`parse_vocabulary`)."""
+                    coco: bool = False, exemplars: Sequence[str] | None = None) -> list[str]:
+    """One source of class entries (``classes``, ``classes_file`` or ``coco``; entries may carry prompts,
+    ``"vehicle=car|truck"``, see :func:`parse_vocabulary`), plus any ``exemplars`` (``--exemplar``
+    ``[IMAGE:]BOXES=NAME``, :mod:`dart.prompts`), which may also be the only classes."""
     given = sum([bool(classes), classes_file is not None, coco])
-    if given == 0:
-        raise InputError("no classes given: pass --classes person car ..., --classes-file FILE or --coco.")
+    if given == 0 and not exemplars:
+        raise InputError("no classes given: pass --classes person car ..., --classes-file FILE, --coco or "
+                         "--exemplar IMAGE:x1,y1,x2,y2=NAME.")
     if given > 1:
-        raise InputError("give classes one way only: --classes, --classes-file or --coco.")
+        raise InputError("give classes one way only: --classes, --classes-file or --coco (--exemplar adds to any).")
+    entries: list[str] = []
     if coco:
-        return list(COCO80)
-    if classes_file is not None:
+        entries = list(COCO80)
+    elif classes_file is not None:
         entries = read_classes_file(classes_file)
-    else:
-        entries = normalize_classes([part for item in classes or [] for part in str(item).split(",")])
+    elif classes:
+        entries = normalize_classes([part for item in classes for part in split_entries(str(item))])
+    for item in exemplars or []:
+        if not is_exemplar_entry(str(item)):
+            parse_exemplar(str(item))  # the sentence that says what the form is
+        entries.append(str(item).strip())
     parse_vocabulary(entries)  # a malformed entry is refused before any model is loaded
     return entries
+
+
+def exemplar_images(entries: Sequence[str]) -> list[Path]:
+    """The reference images the exemplar entries read (so that no output may replace one)."""
+    paths = []
+    for entry in entries:
+        if isinstance(entry, str) and is_exemplar_entry(entry):
+            image = parse_exemplar(entry)[1].image
+            if image is not None:
+                paths.append(Path(image))
+    return paths
 
 
 def parse_class_conf(text: str | None, entries: Sequence[str] | None = None) -> dict[str, float]:

@@ -24,6 +24,7 @@ class Detections:
     track_ids: np.ndarray | None = None
     image_size: tuple[int, int] | None = None  # (height, width) of the original image
     extra: dict[str, Any] = field(default_factory=dict)
+    prompts: np.ndarray | None = None  # the prompt that found each detection, where classes have prompts/exemplars
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -37,6 +38,8 @@ class Detections:
                 raise ValueError(f"masks has {self.masks.shape[0]} entries for {n} detections")
         if self.track_ids is not None:
             self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(n)
+        if self.prompts is not None:
+            self.prompts = np.asarray(self.prompts, dtype=object).reshape(n)
 
     @classmethod
     def empty(cls, image_size: tuple[int, int] | None = None, with_masks: bool = False) -> Detections:
@@ -62,6 +65,7 @@ class Detections:
             masks=None if self.masks is None else self.masks[index],
             track_ids=None if self.track_ids is None else self.track_ids[index],
             image_size=self.image_size,
+            prompts=None if self.prompts is None else self.prompts[index],
             extra={k: v[index] if isinstance(v, np.ndarray) and len(v) == len(self) else v
                    for k, v in self.extra.items()},  # per-detection arrays follow the selection
         )
@@ -83,7 +87,8 @@ class Detections:
 
     def to_json(self) -> list[dict[str, Any]]:
         """One JSON-ready object per detection: ``box_xyxy``, ``score``, ``class_id``, ``class_name``
-        (+ ``track_id``, + ``mask`` as COCO RLE ``{"size": [h, w], "counts": str}``)."""
+        (+ ``prompt``: the prompt that found it, where classes have several prompts or exemplars; + ``track_id``;
+        + ``mask`` as COCO RLE ``{"size": [h, w], "counts": str}``)."""
         rles = self.masks_rle() if self.masks is not None else None
         rows = []
         for i in range(len(self)):
@@ -93,6 +98,8 @@ class Detections:
                 "class_id": int(self.class_ids[i]),
                 "class_name": str(self.class_names[i]),
             }
+            if self.prompts is not None:
+                row["prompt"] = str(self.prompts[i])
             if self.track_ids is not None:
                 row["track_id"] = int(self.track_ids[i])
             if rles is not None:
@@ -111,6 +118,7 @@ class Detections:
 
             masks = np.stack([mask_utils.decode(_rle_to_coco(r["mask"])).astype(bool) for r in rows])
         track_ids = [r["track_id"] for r in rows] if all("track_id" in r for r in rows) else None
+        prompts = [r["prompt"] for r in rows] if all("prompt" in r for r in rows) else None
         return cls(
             xyxy=[r["box_xyxy"] for r in rows],
             scores=[r["score"] for r in rows],
@@ -119,6 +127,7 @@ class Detections:
             masks=masks,
             track_ids=track_ids,
             image_size=image_size,
+            prompts=prompts,
         )
 
     def to_supervision(self) -> Any:
@@ -202,6 +211,7 @@ class Detections:
             return cls.empty()
         with_masks = all(p.masks is not None for p in parts)
         with_tracks = all(p.track_ids is not None for p in parts)
+        with_prompts = all(p.prompts is not None for p in parts)
         return cls(
             xyxy=np.concatenate([p.xyxy for p in parts]),
             scores=np.concatenate([p.scores for p in parts]),
@@ -210,6 +220,7 @@ class Detections:
             masks=np.concatenate([p.masks for p in parts]) if with_masks else None,
             track_ids=np.concatenate([p.track_ids for p in parts]) if with_tracks else None,
             image_size=parts[0].image_size,
+            prompts=np.concatenate([p.prompts for p in parts]) if with_prompts else None,
         )
 
 

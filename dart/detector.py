@@ -31,6 +31,7 @@ from dart.postprocess import (
     upsample_masks,
 )
 from dart.preprocess import ImageInput, preprocess, to_rgb
+from dart.prompts import PAD_LABEL, Prompt, image_digest, normalized_boxes
 from dart.pruning import PruneSpec
 from dart.text_cache import TextCache
 from dart.timing import StageTimer
@@ -94,6 +95,11 @@ class Detector:
         self._prompt_class: torch.Tensor | None = None  # prompt index -> class index, when classes have prompts
         self._conf: torch.Tensor | None = None  # score threshold per prompt, with class_conf
         self._text: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._vocab = None
+        self._labels: list[str] = []  # each prompt as written, when some class has prompts or exemplars
+        self._in_image: dict[int, Prompt] = {}  # prompt index -> exemplar whose boxes are on the detected image
+        self._tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # prompt tokens from reference images [P, G, D]
+        self._reference_tokens: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # computed once per image+boxes
         if classes is not None:
             self.set_classes(classes)
 
@@ -204,11 +210,24 @@ class Detector:
         """What the text encoder reads: the class names, or their prompts (``"vehicle=car|truck"``)."""
         return list(self._prompts)
 
-    def set_classes(self, names: Sequence[str] | Mapping[str, Sequence[str]]) -> None:
+    @property
+    def prompt_labels(self) -> list[str]:
+        """Each prompt as written: its text, or an exemplar's ``[IMAGE:]BOXES[|TEXT]``."""
+        return list(self._labels) if self._labels else list(self._prompts)
+
+    def set_classes(self, names: Sequence[str] | Mapping[str, Any]) -> None:
         """Set the vocabulary: class names, entries with prompts (``"vehicle=car|truck|bus"``: every prompt is
-        detected and reported as that class) or a ``{name: [prompts]}`` mapping. Text features come from the cache
-        or the text encoder (once per prompt)."""
+        detected and reported as that class), exemplar entries (``"ref.jpg:120,40,180,90=widget"``) or a
+        ``{name: prompt(s)}`` mapping whose prompts are texts or :class:`~dart.prompts.Prompt` objects::
+
+            det.set_classes({"widget": Prompt(boxes=[(120, 40, 180, 90)]), "person": "person"})
+
+        Text features come from the cache or the text encoder (once per prompt); the prompt tokens of exemplars on
+        a reference image are computed here, once, on that image."""
         vocab = parse_vocabulary(names if isinstance(names, Mapping) else list(names))
+        if vocab.exemplars and not hasattr(self.backend, "exemplar_tokens"):
+            raise InputError(f"exemplar prompts run on the PyTorch backend (--backend torch); the {self.backend.name} "
+                             "backend takes text classes only.")
         unknown = [name for name in self.class_conf if name not in vocab.names]
         if unknown:
             raise InputError(f"a threshold is given for '{unknown[0]}', which is not one of the classes "
@@ -216,12 +235,104 @@ class Detector:
         encode = self.backend.encode_text if self.backend.has_text_encoder else None
         with self.timer("text"):
             self._text = self.text_cache.get(vocab.prompts, encode)
+        in_image = {i: ex for i, ex in enumerate(vocab.exemplars) if ex is not None and ex.in_image}
+        with self.timer("exemplars"):
+            tokens = self._exemplar_tokens(vocab)
+        self._vocab = vocab
         self._classes, self._prompts = vocab.names, vocab.prompts
+        self._labels = [] if vocab.plain else vocab.labels
+        self._in_image, self._tokens = in_image, tokens
         self._prompt_class = None if vocab.plain else torch.tensor(vocab.prompt_class, dtype=torch.long)
         self._conf = None
         if self.class_conf:
             self._conf = torch.tensor([self.class_conf.get(vocab.names[c], self.post.conf) for c in vocab.prompt_class],
                                       dtype=torch.float32)
+
+    @property
+    def has_in_image_exemplars(self) -> bool:
+        """Some exemplar boxes are drawn on the detected image itself (no reference image)."""
+        return bool(self._in_image)
+
+    def exemplar_marks(self, image: ImageInput | None = None) -> list[tuple[tuple[float, ...], bool, int]]:
+        """The exemplar boxes drawn on ``image`` as ``(xyxy, positive, class_id)``: those of in-image exemplars,
+        and those of exemplars whose reference image is this file (for the dashed boxes of annotated outputs)."""
+        marks = []
+        here = Path(image).resolve() if isinstance(image, (str, Path)) else None
+        for index, prompt in enumerate(self._vocab.exemplars if self._vocab else []):
+            if prompt is None:
+                continue
+            drawn_here = prompt.in_image or (here is not None and isinstance(prompt.image, (str, Path))
+                                             and Path(prompt.image).resolve() == here)
+            if drawn_here:
+                class_id = self._vocab.prompt_class[index]
+                marks += [(box, True, class_id) for box in prompt.boxes]
+                marks += [(box, False, class_id) for box in prompt.negative]
+        return marks
+
+    def anchor_exemplars(self, image: ImageInput) -> None:
+        """Make ``image`` the reference of every exemplar drawn on the detected image (a video's first frame):
+        their prompt tokens are computed on it once and used on every later image."""
+        if not self._in_image:
+            return
+        vocab = self._vocab
+        classes: dict[str, list[Any]] = {name: [] for name in vocab.names}
+        for index, (text, prompt) in enumerate(zip(vocab.prompts, vocab.exemplars or [None] * len(vocab.prompts))):
+            if prompt is not None and prompt.in_image:
+                prompt = Prompt(prompt.text, prompt.boxes, prompt.negative, image=image, _label=prompt.describe())
+            classes[vocab.names[vocab.prompt_class[index]]].append(text if prompt is None else prompt)
+        self.set_classes(classes)
+
+    def _exemplar_tokens(self, vocab) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Prompt tokens ``([P, G, D], mask [P, G])`` of the exemplars drawn on reference images, computed on each
+        image's own features (rows of other prompts are all padding); None when there are none."""
+        found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for index, prompt in enumerate(vocab.exemplars):
+            if prompt is None or prompt.in_image:
+                continue
+            rgb = to_rgb(prompt.image)
+            height, width = rgb.shape[:2]
+            prompt.check_inside(height, width, f"its reference image '{prompt.describe().rpartition(':')[0]}'")
+            key = (image_digest(rgb), tuple(prompt.boxes), tuple(prompt.negative))
+            if key not in self._reference_tokens:
+                boxes, labels = normalized_boxes(prompt, height, width)
+                features = self.backend.backbone(preprocess([rgb], self.backend.imgsz, self.backend.device))
+                self._reference_tokens[key] = self.backend.exemplar_tokens(
+                    features, torch.from_numpy(boxes), torch.from_numpy(labels))
+            found[index] = self._reference_tokens[key]
+        if not found:
+            return None
+        width = max(t.shape[0] for t, _ in found.values())
+        dim = next(iter(found.values()))[0].shape[-1]
+        tokens = torch.zeros(len(vocab.prompts), width, dim)
+        mask = torch.zeros(len(vocab.prompts), width, dtype=torch.bool)
+        for index, (t, m) in found.items():
+            tokens[index, :len(t)], mask[index, :len(m)] = t, m
+        return tokens, mask
+
+    def _geometry(self, start: int, stop: int, sizes: Sequence[tuple[int, int]] | None, batch: int
+                  ) -> dict[str, torch.Tensor]:
+        """The exemplar inputs of prompts ``start:stop`` for :meth:`~dart.stages.EncDecStage.forward`: in-image
+        boxes normalised on each image (``boxes [B, C, K, 4]``, ``box_labels``), reference tokens."""
+        out: dict[str, torch.Tensor] = {}
+        chunk = {i - start: p for i, p in self._in_image.items() if start <= i < stop}
+        if chunk:
+            if sizes is None:
+                raise InputError("exemplar boxes on the detected image need the image sizes: call run_heads(features, "
+                                 "batch, sizes).")
+            count = max(len(p.boxes) + len(p.negative) for p in chunk.values())
+            boxes = torch.zeros(batch, stop - start, count, 4)
+            labels = torch.full((batch, stop - start, count), PAD_LABEL, dtype=torch.long)
+            for b, (height, width) in enumerate(sizes):
+                for c, prompt in chunk.items():
+                    where = "the image" if batch == 1 else f"image {b + 1} of the batch"
+                    prompt.check_inside(height, width, where)
+                    norm, lab = normalized_boxes(prompt, height, width)
+                    boxes[b, c, :len(norm)] = torch.from_numpy(norm)
+                    labels[b, c, :len(lab)] = torch.from_numpy(lab)
+            out["boxes"], out["box_labels"] = boxes, labels
+        if self._tokens is not None and self._tokens[1][start:stop].any():
+            out["tokens"], out["tokens_mask"] = self._tokens[0][start:stop], self._tokens[1][start:stop]
+        return out
 
     # ------------------------------------------------------------------------------------------------ detect
     def detect(self, image: ImageInput) -> Detections:
@@ -242,7 +353,7 @@ class Detector:
             return []
         pixels, sizes = self.prepare(images)
         features = self.run_backbone(pixels)
-        heads = self.run_heads(features, len(sizes))
+        heads = self.run_heads(features, len(sizes), sizes)
         return self.finish(heads, sizes)
 
     # The four steps of detect_batch, public so that a video pipeline can run the backbone of one frame while the
@@ -261,12 +372,14 @@ class Detector:
         with self.timer("backbone"):
             return self.backend.backbone(pixels)
 
-    def run_heads(self, features: tuple[torch.Tensor, ...], batch: int):
-        """FPN features of ``batch`` images -> raw per-class outputs (encoder-decoder over the class chunks)."""
+    def run_heads(self, features: tuple[torch.Tensor, ...], batch: int,
+                  sizes: Sequence[tuple[int, int]] | None = None):
+        """FPN features of ``batch`` images -> raw per-class outputs (encoder-decoder over the class chunks).
+        ``sizes`` (the images' original ``(height, width)``) is needed by exemplar boxes on the detected image."""
         if self._text is None:
             raise InputError("no classes set: call set_classes([...]) first.")
         with self.timer("encdec"):
-            return self._run_encdec(features, batch)
+            return self._run_encdec(features, batch, sizes)
 
     def finish(self, heads, sizes: Sequence[tuple[int, int]]) -> list[Detections]:
         """Raw outputs of :meth:`run_heads` -> one :class:`Detections` per image (thresholds, NMS, pixels)."""
@@ -274,14 +387,16 @@ class Detector:
         with self.timer("post"):
             return [self._finish(i, logits[i], boxes[i], presence[i], mask_bank[i], sizes[i]) for i in range(len(sizes))]
 
-    def _run_encdec(self, features: tuple[torch.Tensor, ...], batch: int):
+    def _run_encdec(self, features: tuple[torch.Tensor, ...], batch: int,
+                    sizes: Sequence[tuple[int, int]] | None = None):
         text, text_mask = self._text  # type: ignore[misc]
         logits, boxes, presence = [], [], []
         mask_bank: list[dict[tuple[int, int], torch.Tensor]] = [{} for _ in range(batch)]
         step = self.max_classes_per_batch
         for start in range(0, len(self._prompts), step):
             chunk_text, chunk_mask = text[start:start + step], text_mask[start:start + step]
-            out = self.backend.encdec(features, chunk_text, chunk_mask, return_state=self.masks)
+            geometry = self._geometry(start, start + len(chunk_text), sizes, batch)
+            out = self.backend.encdec(features, chunk_text, chunk_mask, return_state=self.masks, **geometry)
             logits.append(out["logits"])
             boxes.append(out["boxes"])
             presence.append(out["presence"])
@@ -316,4 +431,6 @@ class Detector:
             stacked = torch.stack(low) if low else torch.zeros((0, 1, 1), device=logits.device)
             masks = upsample_masks(stacked, height, width).cpu().numpy()
         names = np.array([self._classes[c] for c in class_ids], dtype=object)
-        return Detections(xyxy, sel.scores.cpu().numpy(), class_ids, names, masks=masks, image_size=size)
+        prompts = np.array([self._labels[p] for p in prompt_ids], dtype=object) if self._labels else None
+        return Detections(xyxy, sel.scores.cpu().numpy(), class_ids, names, masks=masks, image_size=size,
+                          prompts=prompts)

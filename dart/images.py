@@ -182,7 +182,8 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
                         write_json(output / f"{stem}.json", result_json(path, image.shape[:2], detector.classes, dets))
                         wrote(output / f"{stem}.json")
                     if save_image:
-                        write_image(output / _image_name(path, stem), annotate(image, dets))
+                        marks = detector.exemplar_marks(path) if hasattr(detector, "exemplar_marks") else ()
+                        write_image(output / _image_name(path, stem), annotate(image, dets, exemplars=marks))
                         wrote(output / _image_name(path, stem))
                     if save_txt:
                         write_yolo_labels(output / "labels" / f"{stem}.txt", dets, image.shape[:2],

@@ -27,6 +27,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.sam3.modeling_sam3 import Sam3SinePositionEmbedding, box_cxcywh_to_xyxy, inverse_sigmoid
 
 FPN_LEVELS = 3
+PAD_LABEL = -10  # a padding box (transformers' Sam3Model convention)
 PROMPT_MODES = ("meta", "dart")  # text tokens + the geometry CLS token (Meta's SAM3), or text tokens alone (DART)
 
 
@@ -141,6 +142,68 @@ class EncDecStage(nn.Module):
             hidden = layer(hidden, prompt_feats=prompt, vision_pos_encoding=pos_flat, prompt_cross_attn_mask=mask)
         return hidden, pos_flat, spatial_shapes
 
+    def prompt_geometry(
+        self,
+        fpn_1x: torch.Tensor,
+        classes: int,
+        boxes: torch.Tensor | None = None,
+        box_labels: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+        tokens_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The geometry part of every prompt, ``([B*C, G, D], mask [B*C, G])`` (rows ``b * C + c``), or None when
+        there is none (``prompt_mode="dart"`` without exemplars).
+
+        - ``boxes [B, C, K, 4]`` (normalised cx, cy, w, h on image ``b``) and ``box_labels [B, C, K]`` (1 positive,
+          0 negative, -10 padding): exemplar boxes on the image being detected, run through SAM3's geometry encoder
+          for the (image, class) rows that have any (its tokens: the boxes, then the CLS token); rows without get
+          the CLS token alone, which is what the encoder gives for an all-padding prompt.
+        - ``tokens [C, G, D]`` / ``tokens_mask [C, G]``: fixed prompt tokens (computed on a reference image); a class
+          with any valid token uses them instead of the per-image geometry.
+        """
+        batch = fpn_1x.shape[0]
+        pos = self.pos_embed.to(fpn_1x.dtype).expand(batch, -1, -1, -1)
+        parts: list[torch.Tensor] = []
+        masks: list[torch.Tensor] = []
+        if self.prompt_mode == "meta" or boxes is not None:
+            geo = self.geometry_token(fpn_1x, pos).repeat_interleave(classes, dim=0)  # [B*C, 1, D]
+            valid_cls = torch.ones_like if self.prompt_mode == "meta" else torch.zeros_like
+            geo_mask = valid_cls(geo[..., 0], dtype=torch.bool)  # [B*C, 1]: the CLS token counts in "meta" mode
+            if boxes is not None and box_labels is not None:
+                count = boxes.shape[-2]
+                flat_boxes = boxes.reshape(batch * classes, count, 4).to(torch.float32)
+                flat_labels = box_labels.reshape(batch * classes, count)
+                valid = flat_labels != PAD_LABEL
+                rows = torch.nonzero(valid.any(-1)).flatten()
+                if len(rows):
+                    image_of = torch.div(rows, classes, rounding_mode="floor")
+                    encoded = self.geometry_encoder(
+                        box_embeddings=flat_boxes[rows],
+                        box_mask=valid[rows],
+                        box_labels=flat_labels[rows].clamp(min=0),
+                        img_feats=[fpn_1x[image_of]],
+                        img_pos_embeds=[pos[image_of]],
+                    )
+                    hidden = encoded.last_hidden_state
+                    full = hidden.new_zeros(batch * classes, count + 1, hidden.shape[-1])
+                    full_mask = torch.zeros(batch * classes, count + 1, dtype=torch.bool, device=fpn_1x.device)
+                    full[:, :1] = geo.to(hidden.dtype)
+                    full_mask[:, :1] = geo_mask
+                    full[rows] = hidden
+                    full_mask[rows] = encoded.attention_mask.bool()
+                    geo, geo_mask = full, full_mask
+            parts.append(geo)
+            masks.append(geo_mask)
+        if tokens is not None and tokens_mask is not None:
+            fixed = tokens_mask.bool().any(-1).repeat(batch)  # [B*C]: classes whose tokens replace the geometry
+            if masks:
+                masks[-1] = masks[-1] & ~fixed[:, None]
+            parts.append(tokens.repeat(batch, 1, 1))
+            masks.append(tokens_mask.bool().repeat(batch, 1))
+        if not parts:
+            return None
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
     def forward(
         self,
         fpn_4x: torch.Tensor,
@@ -149,13 +212,19 @@ class EncDecStage(nn.Module):
         text: torch.Tensor,
         text_mask: torch.Tensor,
         return_state: bool = False,
+        boxes: torch.Tensor | None = None,
+        box_labels: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+        tokens_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """Text features ``[C, T, D]`` + mask, and optionally exemplar boxes or fixed prompt tokens per class (see
+        :meth:`prompt_geometry`) -> the outputs described on the class."""
         batch, classes = fpn_1x.shape[0], text.shape[0]
         prompt, mask_bc = text.repeat(batch, 1, 1), text_mask.repeat(batch, 1)  # row b * C + c
-        if self.prompt_mode == "meta":
-            geometry = self.geometry_token(fpn_1x, self.pos_embed.to(fpn_1x.dtype).expand(batch, -1, -1, -1))
-            prompt = torch.cat([prompt, geometry.repeat_interleave(classes, dim=0)], dim=1)
-            mask_bc = torch.cat([mask_bc, torch.ones_like(mask_bc[:, :1])], dim=1)
+        geometry = self.prompt_geometry(fpn_1x, classes, boxes, box_labels, tokens, tokens_mask)
+        if geometry is not None:
+            prompt = torch.cat([prompt, geometry[0].to(prompt.dtype)], dim=1)
+            mask_bc = torch.cat([mask_bc.bool(), geometry[1]], dim=1)
         memory, pos_flat, spatial_shapes = self.encode(fpn_1x, prompt, mask_bc)
         decoded = self.detr_decoder(
             vision_features=memory,

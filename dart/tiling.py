@@ -69,7 +69,7 @@ def _shift(dets: Detections, x0: int, y0: int, size: tuple[int, int]) -> Detecti
         h, w = dets.masks.shape[1:]
         masks[:, y0:y0 + h, x0:x0 + w] = dets.masks
     return Detections(dets.xyxy + np.array([x0, y0, x0, y0], np.float32), dets.scores, dets.class_ids,
-                      dets.class_names, masks=masks, track_ids=dets.track_ids, image_size=size)
+                      dets.class_names, masks=masks, track_ids=dets.track_ids, image_size=size, prompts=dets.prompts)
 
 
 def detect_tiled(detector, image: ImageInput, tile: int, *, overlap: float = DEFAULT_OVERLAP,
@@ -87,6 +87,9 @@ def detect_tiled(detector, image: ImageInput, tile: int, *, overlap: float = DEF
         array = np.ascontiguousarray(to_rgb(image)[:, :, ::-1])
     height, width = array.shape[:2]
     grid = tile_grid(height, width, tile, overlap)
+    if len(grid) > 1 and getattr(detector, "_in_image", None):
+        raise InputError("exemplar boxes drawn on the detected image cannot be used with tiles (each tile is another "
+                         "image); draw them on a reference image instead (--exemplar IMAGE:BOXES=NAME).")
     if len(grid) == 1:
         return detector.detect(array)
     crops = [np.ascontiguousarray(array[y0:y1, x0:x1]) for x0, y0, x1, y1 in grid]

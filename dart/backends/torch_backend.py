@@ -86,11 +86,28 @@ class TorchBackend:
 
     @torch.inference_mode()
     def encdec(self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor,
-               return_state: bool = False) -> dict[str, torch.Tensor]:
+               return_state: bool = False, **geometry: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``geometry``: exemplar ``boxes``/``box_labels`` or fixed prompt ``tokens``/``tokens_mask``
+        (:meth:`dart.stages.EncDecStage.prompt_geometry`)."""
         text = text.to(self.device, torch.float32)
         text_mask = text_mask.to(self.device)
+        extra = {k: v.to(self.device) for k, v in geometry.items() if v is not None}
+        stage = self._encdec if not extra else self.encdec_stage  # exemplar shapes vary: eager, not compiled
         with self._reduced():
-            return self._encdec(*features, text, text_mask, return_state=return_state)
+            return stage(*features, text, text_mask, return_state=return_state, **extra)
+
+    @torch.inference_mode()
+    def exemplar_tokens(self, features: tuple[torch.Tensor, ...], boxes: torch.Tensor, labels: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt tokens of exemplar ``boxes [K, 4]`` (normalised cx, cy, w, h) with ``labels [K]`` on the image
+        whose ``features`` are given (one image): ``(tokens [G, D] float32 cpu, mask [G] bool cpu)``, what the
+        geometry encoder gives that image for those boxes."""
+        with self._reduced():
+            geometry = self.encdec_stage.prompt_geometry(features[-1][:1], 1, boxes.to(self.device)[None, None],
+                                                         labels.to(self.device)[None, None])
+        assert geometry is not None
+        tokens, mask = geometry
+        return tokens[0].float().cpu(), mask[0].cpu()
 
     @torch.inference_mode()
     def masks(self, features: tuple[torch.Tensor, ...], state: dict[str, torch.Tensor], text: torch.Tensor,

@@ -171,7 +171,7 @@ class DartRunner(Runner):
         if names != self._names:  # from the cache: a dictionary lookup per name
             self.detector.set_classes(names)
             self._names = list(names)
-        return len(self.detector.finish(self.detector.run_heads(features, 1), sizes)[0])
+        return len(self.detector.finish(self.detector.run_heads(features, 1, sizes), sizes)[0])
 
 
 class MetaRunner(Runner):

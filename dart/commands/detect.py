@@ -18,6 +18,7 @@ def detect(
     classes: opt.Classes = None,
     classes_file: opt.ClassesFile = None,
     coco: opt.Coco = False,
+    exemplar: opt.Exemplars = None,
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="Output folder (an earlier result in it is replaced only with --overwrite).")] = Path(
         "runs/detect"),
@@ -69,9 +70,11 @@ def detect(
     """Detect objects of the given classes in images.
 
     Example: [bold]dart detect street.jpg --classes person car bicycle -o out/[/]
+
+    By example boxes: [bold]dart detect shelf/ --exemplar ref.jpg:120,40,180,90=widget[/]
     """
     from dart.backends.base import set_threads
-    from dart.classes import parse_class_conf, resolve_classes
+    from dart.classes import exemplar_images, parse_class_conf, resolve_classes
     from dart.errors import InputError
     from dart.images import detect_images, expand_images, output_names
     from dart.io import Outputs
@@ -80,7 +83,7 @@ def detect(
     from dart.timing import profile_stages
 
     console = Console()
-    names = resolve_classes(classes, classes_file, coco)
+    names = resolve_classes(classes, classes_file, coco, exemplar)
     images = expand_images(sources)
     if save_conf and not save_txt:
         raise InputError("--save-conf adds scores to YOLO labels: add --save-txt.")
@@ -94,6 +97,8 @@ def detect(
     plan = Outputs(overwrite=overwrite)
     plan.inputs_from(images, "image")
     plan.input(classes_file, "classes file")
+    for path in exemplar_images(names):
+        plan.input(path, "exemplar image")
     setup.register_inputs(plan)
     setup.plan_text_cache(plan)
     plan.folder(output, "-o/--output", output_names(images, save_json=save_json, save_image=save_image,

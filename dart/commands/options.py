@@ -24,6 +24,11 @@ Tokenizer = Annotated[Optional[str], typer.Option(
 Classes = Annotated[Optional[list[str]], typer.Option(
     "--classes", "-c", rich_help_panel=DETECTION,
     help="Class names to detect (repeat the flag or separate with commas), e.g. -c person -c car.")]
+Exemplars = Annotated[Optional[list[str]], typer.Option(
+    "--exemplar", "-e", rich_help_panel=DETECTION,
+    help="A class given by example boxes: [IMAGE:]x1,y1,x2,y2[+BOX][-BOX]=NAME[|TEXT] (repeatable; '+' adds a "
+         "box, '-' a negative one; without IMAGE the boxes are on each detected image, in a video on the first "
+         "frame), e.g. -e ref.jpg:120,40,180,90=widget. Adds to --classes, or is the only class list.")]
 ClassesFile = Annotated[Optional[Path], typer.Option(
     "--classes-file", rich_help_panel=DETECTION, help="Text file with one class name per line.")]
 TextCachePath = Annotated[Optional[Path], typer.Option(

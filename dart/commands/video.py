@@ -137,9 +137,10 @@ def stage_table(stages: dict[str, dict[str, float]], pipelined: bool) -> Table:
     return table
 
 
-def plan_outputs(source: str, setup, o: dict[str, Any]) -> None:
+def plan_outputs(source: str, setup, o: dict[str, Any], names: list[str] | None = None) -> None:
     """Check every output of a video run against its inputs, the overwrite policy and the file system, before the
     source opens or a model loads."""
+    from dart.classes import exemplar_images
     from dart.errors import InputError
     from dart.io import Outputs
     from dart.video.writers import check_video_name
@@ -150,6 +151,8 @@ def plan_outputs(source: str, setup, o: dict[str, Any]) -> None:
     plan = Outputs(overwrite=o["overwrite"])
     plan.input(source, "video source", contents=True)
     plan.input(o["classes_file"], "classes file")
+    for path in exemplar_images(names or []):
+        plan.input(path, "exemplar image")
     setup.register_inputs(plan)
     setup.plan_text_cache(plan)
     if o["output"] is not None:
@@ -170,7 +173,7 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     from dart.video import open_source, run_video
 
     console = Console(stderr=o["save_jsonl"] == "-")
-    names = resolve_classes(o["classes"], o["classes_file"], o["coco"])
+    names = resolve_classes(o["classes"], o["classes_file"], o["coco"], o.pop("exemplar", None))
     o["class_conf"] = parse_class_conf(o["class_conf"], names)
     if o["save_mot"] is not None and not track:
         raise InputError("--save-mot writes track IDs: add --track (or use `dart track`).")
@@ -185,7 +188,7 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     if o["conf"] is None:
         o["conf"] = min(0.1, tracker_options["track_thresh"]) if track else D["conf"]
     setup = video_setup(**o)
-    plan_outputs(source, setup, o)
+    plan_outputs(source, setup, o, names)
     set_threads(o["threads"])
     if not any(o[key] for key in ("output", "save_jsonl", "save_mot", "display")):
         console.print("[yellow]note:[/] nothing will be saved (no -o, --save-jsonl or --save-mot): only the summary "
@@ -229,6 +232,7 @@ def video(
     classes: opt.Classes = None,
     classes_file: opt.ClassesFile = None,
     coco: opt.Coco = False,
+    exemplar: opt.Exemplars = None,
     track: Track = False,
     output: Output = None,
     save_jsonl: SaveJsonl = None,

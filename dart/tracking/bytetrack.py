@@ -363,6 +363,7 @@ class ByteTrack:
             masks=None if dets.masks is None else dets.masks[det_index],
             track_ids=self._ids.take(index),
             image_size=dets.image_size,
+            prompts=None if dets.prompts is None else dets.prompts[det_index],
         )
         out.extra["det_scores"] = dets.scores.take(det_index)
         out.extra["det_class_ids"] = dets.class_ids.take(det_index)

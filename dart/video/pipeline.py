@@ -248,7 +248,7 @@ def _pipelined_stages(detector, frames: Iterable[Frame], stop: threading.Event, 
                 for tensor in features:
                     if isinstance(tensor, torch.Tensor) and tensor.is_cuda:
                         tensor.record_stream(heads_stream)  # memory made on the other stream, used here
-            raw = detector.run_heads(features, 1)
+            raw = detector.run_heads(features, 1, sizes)
             dets = detector.finish(raw, sizes)[0]
         return frame, dets
 
@@ -264,6 +264,23 @@ def _progress(source: VideoSource, enabled: bool, console: Console | None) -> Pr
     if source.total is not None:
         columns.append(TimeRemainingColumn())
     return Progress(*columns, console=console, disable=not enabled, transient=False)
+
+
+class _FirstFrameExemplars:
+    """A source whose first frame becomes the reference image of the detector's exemplar boxes that have none
+    (boxes drawn "on the detected image" mean, in a video, on its first frame); everything else is the source's."""
+
+    def __init__(self, source: VideoSource, detector):
+        self._source, self._detector = source, detector
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, frame in enumerate(self._source):
+            if index == 0:
+                self._detector.anchor_exemplars(frame.image)
+            yield frame
+
+    def __getattr__(self, name: str):
+        return getattr(self._source, name)
 
 
 def run_video(
@@ -294,6 +311,8 @@ def run_video(
     """
     if not isinstance(source, VideoSource):
         source = open_source(source)
+    if getattr(detector, "has_in_image_exemplars", False):
+        source = _FirstFrameExemplars(source, detector)  # type: ignore[assignment]
     mode = "sequential" if sequential else "pipelined"
     result = VideoResult(source=source.name, mode=mode)
     timer = StageTimer()
