@@ -191,12 +191,16 @@ def resolve_classes(classes: list[str] | None = None, classes_file: str | Path |
 
 
 def exemplar_images(entries: Sequence[str]) -> list[Path]:
-    """The reference images the exemplar entries read (so that no output may replace one)."""
+    """The reference images the exemplar entries read (so that no output may replace one); one that is missing
+    is refused now, before any model loads."""
     paths = []
     for entry in entries:
         if isinstance(entry, str) and is_exemplar_entry(entry):
             image = parse_exemplar(entry)[1].image
             if image is not None:
+                if not Path(image).is_file():
+                    raise InputError(f"exemplar image '{image}' does not exist"
+                                     f"{' (it is a folder)' if Path(image).is_dir() else ''}.")
                 paths.append(Path(image))
     return paths
 

@@ -188,6 +188,22 @@ CASES = [
     Case("botsort-warning-once", "track --detections dets.jsonl -o t.txt --tracker botsort", 0,
          "warning: botsort got no frame images", check="one_warning_line"),
     Case("threads-one", "detect photos -c person -o out -m ck {m} --threads 1", 0, "results saved to out"),
+    # ------------------------------------------------------------------ exemplar prompts
+    Case("exemplar-reference-is-an-input", "detect other -e photos/im0.jpg:20,15,80,45=w -o photos -m ck {m}", 2,
+         "would receive 'im0.jpg' over the exemplar image", prep="other_photos"),
+    Case("exemplar-wrong-order", "detect photos -e photos/im0.jpg:80,15,20,45=w -o out -m bad {m}", 2,
+         "exemplar box 80,15,20,45 is in the wrong order"),
+    Case("exemplar-missing-reference", "detect photos -e nothere.jpg:20,15,80,45=w -o out -m bad {m}", 2,
+         "nothere.jpg' does not exist"),
+    Case("exemplar-not-an-exemplar", "detect photos -e widget -o out -m bad {m}", 2, "'widget' is not an exemplar"),
+    Case("exemplar-leaves-its-reference", "detect photos -e photos/im0.jpg:20,15,800,45=w -o out -m ck {m}", 2,
+         r"exemplar box 20,15,800,45 leaves its reference image 'photos/im0.jpg' \(160x90 pixels\)"),
+    Case("exemplar-leaves-the-image", "detect photos -e 20,15,800,45=w -o out -m ck {m}", 2,
+         r"exemplar box 20,15,800,45 leaves the image \(160x90 pixels\)"),
+    Case("exemplar-on-engines", "detect photos -e photos/im0.jpg:20,15,80,45=w -o out --engines engines", 2,
+         "exemplar prompts run on the PyTorch backend"),
+    Case("exemplar-video-first-frame", "video clip.avi -e 20,15,80,45=w -c person -m ck {m} --max-frames 3 "
+         "--save-jsonl d.jsonl --conf 0", 0, "3 frames"),
     # ------------------------------------------------------------------ bench peers: refused before anything loads
     Case("peers-missing-checkpoint", "bench peers missing.pt -o bench", 2, "checkpoint 'missing.pt' does not exist"),
     Case("peers-unknown-system", "bench peers photos --systems dart-fp32,meta -o bench", 2, "unknown system 'meta'"),
@@ -309,6 +325,11 @@ def snapshot(folder: Path) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ preps
 def prep_cd_photos(ws: Path) -> Path:
     return ws / "photos"
+
+
+def prep_other_photos(ws: Path) -> None:
+    (ws / "other").mkdir()
+    shutil.copy(ws / "photos" / "im1.jpg", ws / "other" / "im0.jpg")
 
 
 def prep_earlier_result(ws: Path) -> None:
