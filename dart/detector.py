@@ -211,6 +211,16 @@ class Detector:
         return list(self._prompts)
 
     @property
+    def class_prompts(self) -> dict[str, list[str]] | None:
+        """``{class: [its prompts as written]}`` where some class has prompts or exemplars, else None."""
+        if not self._labels or self._vocab is None:
+            return None
+        out: dict[str, list[str]] = {name: [] for name in self._classes}
+        for label, index in zip(self._labels, self._vocab.prompt_class):
+            out[self._classes[index]].append(label)
+        return out
+
+    @property
     def prompt_labels(self) -> list[str]:
         """Each prompt as written: its text, or an exemplar's ``[IMAGE:]BOXES[|TEXT]``."""
         return list(self._labels) if self._labels else list(self._prompts)

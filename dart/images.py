@@ -104,9 +104,16 @@ class BatchResult:
 UNREADABLE_LIST = "unreadable.txt"  # the images that could not be read, one "path: reason" per line
 
 
-def result_json(path: Path, image_size: tuple[int, int], classes: list[str], dets: Detections) -> dict[str, Any]:
+def result_json(path: Path, image_size: tuple[int, int], classes: list[str], dets: Detections,
+                prompts: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """One image's JSON; ``prompts`` (each class's prompts as written, where classes have prompts or exemplars)
+    is recorded beside the classes."""
     height, width = image_size
-    return {"image": str(path), "width": width, "height": height, "classes": classes, "detections": dets.to_json()}
+    out: dict[str, Any] = {"image": str(path), "width": width, "height": height, "classes": classes}
+    if prompts:
+        out["prompts"] = prompts
+    out["detections"] = dets.to_json()
+    return out
 
 
 def output_names(images: list[Path], *, save_json: bool = True, save_image: bool = True, save_txt: bool = False,
@@ -179,7 +186,8 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
                 all_dets = detector.detect_batch([im for _, _, im in loaded])
                 for (path, stem, image), dets in zip(loaded, all_dets):
                     if save_json:
-                        write_json(output / f"{stem}.json", result_json(path, image.shape[:2], detector.classes, dets))
+                        write_json(output / f"{stem}.json", result_json(path, image.shape[:2], detector.classes, dets,
+                                                                        getattr(detector, "class_prompts", None)))
                         wrote(output / f"{stem}.json")
                     if save_image:
                         marks = detector.exemplar_marks(path) if hasattr(detector, "exemplar_marks") else ()

@@ -242,6 +242,8 @@ def test_detect_with_an_exemplar_on_one_image_labels_the_others(tmp_path, tiny_c
     assert [c["name"] for c in coco["categories"]] == ["person", "red", "round"] and len(coco["images"]) == 3
     for seed in range(3):
         data = json.loads((out / f"im{seed}.json").read_text())
+        assert data["prompts"] == {"person": ["person"], "red": [f"{ref}:20,15,80,45"],
+                                   "round": [f"{ref}:105,45,135,75|circle"]}
         assert data["detections"] and all("prompt" in row for row in data["detections"])
         assert {row["prompt"] for row in data["detections"]} <= {"person", f"{ref}:20,15,80,45",
                                                                   f"{ref}:105,45,135,75|circle"}

@@ -146,3 +146,36 @@ def test_final_detections_equal_metas_processor(meta):
         assert abs(float(got.scores[i]) - score) < NOISE
         np.testing.assert_allclose(got.xyxy[i], box, atol=1e-3)
         assert (got.masks[i] == mask).mean() > 0.999
+
+
+@pytest.mark.parametrize("text, boxes, negative", [
+    (None, [(20, 10, 90, 50)], []),                             # box only: Meta reads the text "visual"
+    (None, [(20, 10, 90, 50), (100, 40, 150, 85)], [(5, 60, 40, 88)]),  # two positives and a negative
+    ("a red bus", [(100, 40, 150, 85)], []),                    # text and a box
+])
+def test_exemplar_prompts_equal_metas_geometric_prompts(meta, text, boxes, negative):
+    """In-image exemplars equal Meta's ``Sam3Processor.add_geometric_prompt`` (boxes added one by one to the same
+    state, normalised cx, cy, w, h) followed by its grounding forward, on the same weights and image."""
+    from dart.prompts import Prompt, normalized_boxes
+    from dart.stages import box_cxcywh_to_xyxy
+
+    processor, model, image = meta["processor"], meta["model"], meta["image"]
+    prompt = Prompt(text=text, boxes=boxes, negative=negative)
+    norm, labels = normalized_boxes(prompt, *image.shape[:2])
+    with cpu_fallbacks():
+        from PIL import Image
+
+        state = processor.set_image(Image.fromarray(image[:, :, ::-1].copy()))
+        if text is not None:
+            state = processor.set_text_prompt(text, state)
+        for box, label in zip(norm.tolist(), labels.tolist()):
+            state = processor.add_geometric_prompt(box, bool(label), state)
+        with torch.inference_mode():
+            out = model.forward_grounding(backbone_out=state["backbone_out"], find_input=processor.find_stage,
+                                          geometric_prompt=state["geometric_prompt"], find_target=None)
+    detector = Detector(meta["backend"], {"x": prompt})
+    pixels, sizes = detector.prepare([image])
+    logits, got_boxes, presence, _ = detector.run_heads(detector.run_backbone(pixels), 1, sizes)
+    assert rel(logits[0, 0], out["pred_logits"][0, :, 0]) < NOISE
+    assert rel(got_boxes[0, 0], box_cxcywh_to_xyxy(out["pred_boxes"][0])) < NOISE
+    assert abs(float(presence[0, 0] - out["presence_logit_dec"].flatten()[0])) < NOISE
