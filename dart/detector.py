@@ -31,7 +31,7 @@ from dart.postprocess import (
     upsample_masks,
 )
 from dart.preprocess import ImageInput, preprocess, to_rgb
-from dart.prompts import PAD_LABEL, Prompt, image_digest, normalized_boxes
+from dart.prompts import PAD_LABEL, Prompt, exemplar_key, image_digest, normalized_boxes
 from dart.pruning import PruneSpec
 from dart.text_cache import TextCache
 from dart.timing import StageTimer
@@ -235,9 +235,8 @@ class Detector:
         Text features come from the cache or the text encoder (once per prompt); the prompt tokens of exemplars on
         a reference image are computed here, once, on that image."""
         vocab = parse_vocabulary(names if isinstance(names, Mapping) else list(names))
-        if vocab.exemplars and not hasattr(self.backend, "exemplar_tokens"):
-            raise InputError(f"exemplar prompts run on the PyTorch backend (--backend torch); the {self.backend.name} "
-                             "backend takes text classes only.")
+        if vocab.exemplars:
+            self._check_exemplars(vocab)
         unknown = [name for name in self.class_conf if name not in vocab.names]
         if unknown:
             raise InputError(f"a threshold is given for '{unknown[0]}', which is not one of the classes "
@@ -292,6 +291,20 @@ class Detector:
             classes[vocab.names[vocab.prompt_class[index]]].append(text if prompt is None else prompt)
         self.set_classes(classes)
 
+    def _check_exemplars(self, vocab) -> None:
+        """What this backend cannot run is refused before any work: boxes on the detected image need the geometry
+        encoder (PyTorch); exemplars on reference images need an encoder-decoder that takes prompt tokens."""
+        backend = self.backend
+        if any(ex is not None and ex.in_image for ex in vocab.exemplars) and not getattr(
+                backend, "takes_exemplar_boxes", False):
+            raise InputError(f"exemplar boxes on the detected image run on the PyTorch backend (--backend torch); the "
+                             f"{backend.name} backend takes exemplars drawn on a reference image "
+                             "(IMAGE:x1,y1,x2,y2=NAME).")
+        if not hasattr(backend, "exemplar_tokens") or getattr(backend, "prompt_tokens", None) == 0:
+            where = getattr(backend, "encdec_path", backend.name)
+            raise InputError(f"'{where}' takes text classes only: export the encoder-decoder again (`dart export "
+                             "encdec`, which takes exemplar tokens by default) to run exemplar classes on it.")
+
     def _exemplar_tokens(self, vocab) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Prompt tokens ``([P, G, D], mask [P, G])`` of the exemplars drawn on reference images, computed on each
         image's own features (rows of other prompts are all padding); None when there are none."""
@@ -302,13 +315,17 @@ class Detector:
             rgb = to_rgb(prompt.image)
             height, width = rgb.shape[:2]
             prompt.check_inside(height, width, f"its reference image '{prompt.describe().rpartition(':')[0]}'")
-            key = (image_digest(rgb), tuple(prompt.boxes), tuple(prompt.negative))
+            key = exemplar_key(image_digest(rgb), prompt, self.backend.imgsz)
             if key not in self._reference_tokens:
-                boxes, labels = normalized_boxes(prompt, height, width)
-                features = self.backend.backbone(preprocess([rgb], self.backend.imgsz, self.backend.device))
-                self._reference_tokens[key] = self.backend.exemplar_tokens(
-                    features, torch.from_numpy(boxes), torch.from_numpy(labels))
+                cached = self.text_cache.exemplar(key)
+                if cached is None:
+                    boxes, labels = normalized_boxes(prompt, height, width)
+                    features = self.backend.backbone(preprocess([rgb], self.backend.imgsz, self.backend.device))
+                    cached = self.backend.exemplar_tokens(features, torch.from_numpy(boxes), torch.from_numpy(labels))
+                    self.text_cache.add_exemplar(key, *cached)
+                self._reference_tokens[key] = cached
             found[index] = self._reference_tokens[key]
+        self.text_cache.save()
         if not found:
             return None
         width = max(t.shape[0] for t, _ in found.values())

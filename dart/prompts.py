@@ -186,6 +186,14 @@ def image_digest(rgb: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
+def exemplar_key(digest: str, prompt: Prompt, imgsz: int) -> str:
+    """The cache key of an exemplar drawn on a reference image: its content hash, the model's input size (the
+    tokens pool the image's features at that size) and the boxes."""
+    boxes = "+".join(_box_text(b) for b in prompt.boxes)
+    negative = "".join("-" + _box_text(b) for b in prompt.negative)
+    return f"{digest}@{imgsz}:{boxes}{negative}"
+
+
 def normalized_boxes(prompt: Prompt, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The prompt's boxes as SAM3 takes them, ``(cx, cy, w, h)`` normalised to ``[0, 1]`` of an image of
     ``height x width`` (the model squashes the whole image, so this is exact for any aspect ratio), and labels."""

@@ -4,6 +4,10 @@ A cache file is a ``.safetensors`` file holding ``features [N, T, D]`` (float32)
 for N class names, with the model fingerprint, the names and the dart version in its metadata. A cache built
 by another model is refused with a sentence; a corrupt one too. New class names are added to the file
 (atomically) the first time they are encoded.
+
+It also holds the prompt tokens of exemplars drawn on reference images (``exemplar.<i>.tokens [G, D]``,
+``exemplar.<i>.mask [G]``, keyed in the metadata by the image's content hash and the boxes), so that exported
+engines, which hold no geometry encoder, can run those classes without the PyTorch model.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class TextCache:
         self.fingerprint = fingerprint
         self.path = Path(path) if path is not None else None
         self.entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.exemplars: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # exemplar key -> (tokens, mask)
         self.dirty = False
         if self.path is not None and self.path.exists():
             self._load()
@@ -46,6 +51,7 @@ class TextCache:
             )
         for i, name in enumerate(names):
             self.entries[name] = (features[i], mask[i].bool())
+        self.exemplars = _read_exemplars(self.path, meta)
 
     def missing(self, names: Sequence[str]) -> list[str]:
         return [n for n in names if n not in self.entries]
@@ -54,6 +60,15 @@ class TextCache:
         for i, name in enumerate(names):
             self.entries[name] = (features[i].detach().float().cpu(), mask[i].detach().bool().cpu())
         self.dirty = self.dirty or bool(names)
+
+    def exemplar(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The cached prompt tokens ``(tokens [G, D], mask [G])`` of an exemplar key, or None."""
+        return self.exemplars.get(key)
+
+    def add_exemplar(self, key: str, tokens: torch.Tensor, mask: torch.Tensor) -> None:
+        """Remember an exemplar's prompt tokens (written by the next :meth:`save`)."""
+        self.exemplars[key] = (tokens.detach().float().cpu().contiguous(), mask.detach().bool().cpu().contiguous())
+        self.dirty = True
 
     def get(self, names: Sequence[str], encode: EncodeFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Stacked ``(features [C, T, D], mask [C, T])`` for ``names``, encoding (and caching) missing ones."""
@@ -80,8 +95,14 @@ class TextCache:
             "features": torch.stack([self.entries[n][0] for n in names]).contiguous(),
             "mask": torch.stack([self.entries[n][1] for n in names]).to(torch.uint8).contiguous(),
         }
+        keys = list(self.exemplars)
+        for i, key in enumerate(keys):
+            tensors[f"exemplar.{i}.tokens"] = self.exemplars[key][0]
+            tensors[f"exemplar.{i}.mask"] = self.exemplars[key][1].to(torch.uint8)
         meta = {"format": FORMAT, "fingerprint": self.fingerprint, "classes": json.dumps(names),
                 "dart_version": __version__}
+        if keys:
+            meta["exemplars"] = json.dumps(keys)
         with atomic_path(self.path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         self.dirty = False
@@ -112,11 +133,29 @@ def _read(path: Path, tensors: bool) -> tuple[dict[str, str], list[str], Any, An
     return meta, names, features, mask
 
 
+def _read_exemplars(path: Path, meta: dict[str, str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The exemplar tokens a cache file holds (none in files written before they existed)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        keys = json.loads(meta.get("exemplars", "[]"))
+        with safe_open(str(path), framework="pt") as f:
+            return {key: (f.get_tensor(f"exemplar.{i}.tokens"), f.get_tensor(f"exemplar.{i}.mask").bool())
+                    for i, key in enumerate(keys)}
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CacheError(f"text cache '{path}' has damaged exemplar entries ({type(exc).__name__}); dart leaves it as "
+                         "it is: give --text-cache another file name (or delete it to rebuild it).") from exc
+
+
 def read_cache_info(path: str | Path) -> dict[str, object]:
     """What a cache file holds, without a model: ``{"fingerprint", "classes", "dart_version", "shape"}``."""
     path = Path(path)
     if not path.is_file():
         raise CacheError(f"text cache '{path}' does not exist.")
     meta, names, shape, _ = _read(path, tensors=False)
+    try:
+        exemplars = list(json.loads(meta.get("exemplars", "[]")))
+    except (ValueError, TypeError):
+        exemplars = []
     return {"fingerprint": meta.get("fingerprint"), "classes": names, "dart_version": meta.get("dart_version"),
-            "shape": shape}
+            "shape": shape, "exemplars": exemplars}

@@ -13,7 +13,7 @@ import torch
 
 from dart.classes import parse_vocabulary, resolve_classes
 from dart.detector import Detector
-from dart.errors import InputError
+from dart.errors import CacheError, InputError
 from dart.preprocess import preprocess, to_rgb
 from dart.prompts import Prompt, normalized_boxes, parse_exemplar
 from tests.conftest import make_image
@@ -193,13 +193,84 @@ def test_exemplar_boxes_are_drawn_dashed_where_they_were_drawn(tiny_backend, ima
     assert not changed[30, 40:60].any()  # nothing inside the box
 
 
-def test_engine_backends_refuse_exemplars_with_a_sentence(tiny_backend):
-    class TextOnly:  # what an engine backend looks like to the detector: no exemplar_tokens
-        name, fingerprint, max_classes, supports_masks, has_text_encoder = "onnxruntime", "x", None, False, True
-        encode_text = tiny_backend.encode_text
+# ------------------------------------------------------------------------------------------------ engines
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, tiny_ckpt):
+    from tests.export_helpers import tiny_engines
 
-    with pytest.raises(InputError, match="exemplar prompts run on the PyTorch backend"):
-        Detector(TextOnly(), {"w": Prompt(boxes=[(1, 2, 30, 40)])})
+    return tiny_engines(tmp_path_factory, tiny_ckpt)
+
+
+def _reference_prompts(path):
+    return {"red": Prompt(boxes=[(20, 15, 80, 45)], image=path), "person": "person",
+            "round": Prompt(text="circle", boxes=[(105, 45, 135, 75)], negative=[(5, 5, 30, 30)], image=path),
+            "car": "car", "red again": Prompt(boxes=[(22, 14, 78, 47)], image=path)}  # 5 classes > the engine's 3
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_engines_run_reference_exemplars_as_torch_does(tiny_backend, tiny_ckpt, engines, image, tmp_path, kind):
+    from tests.test_onnxruntime_backend import assert_same
+
+    if kind == "openvino":
+        pytest.importorskip("openvino", reason="OpenVINO (the openvino extra, in dev) runs this backend")
+    path = tmp_path / "ref.png"
+    cv2.imwrite(str(path), image)
+    prompts = _reference_prompts(path)
+    torch_det = Detector(tiny_backend, prompts, conf=0.05, masks=True)
+    options = {"precision": "fp32"} if kind == "openvino" else None
+    ort_det = Detector.from_engines(engines=engines, classes=prompts, backend=kind, device="cpu",
+                                    checkpoint=tiny_ckpt, conf=0.05, masks=True, backend_options=options)
+    assert ort_det.backend.prompt_tokens == 17  # 16 boxes + CLS, the export default
+    for target in (image, make_image(HEIGHT, WIDTH, seed=8)):
+        a, b = torch_det.detect(target), ort_det.detect(target)
+        assert_same(a, b)
+        assert sorted(a.prompts) == sorted(b.prompts)
+
+
+def test_cached_exemplar_tokens_let_engines_run_without_the_model(tiny_backend, tiny_ckpt, engines, image, tmp_path):
+    from dart.text_cache import TextCache, read_cache_info
+    from tests.test_onnxruntime_backend import assert_same
+
+    path, cache = tmp_path / "ref.png", tmp_path / "text.safetensors"
+    cv2.imwrite(str(path), image)
+    prompts = _reference_prompts(path)
+    live = Detector(tiny_backend, prompts, conf=0.05, text_cache=cache)  # computes and stores the tokens
+    info = read_cache_info(cache)
+    assert len(info["exemplars"]) == 3 and {"visual", "circle", "person", "car"} <= set(info["classes"])
+    reread = TextCache(tiny_backend.fingerprint, cache)
+    for key, (tokens, mask) in live.text_cache.exemplars.items():  # the cached tokens reproduce the live ones
+        assert torch.equal(reread.exemplar(key)[0], tokens) and torch.equal(reread.exemplar(key)[1], mask)
+    engine_only = Detector.from_engines(engines=engines, classes=prompts, backend="onnxruntime", device="cpu",
+                                        text_cache=cache, conf=0.05)
+    assert not engine_only.backend.has_text_encoder
+    assert_same(live.detect(image), engine_only.detect(image))
+    moved = {**prompts, "red": Prompt(boxes=[(21, 15, 80, 45)], image=path)}  # other boxes: not in the cache
+    with pytest.raises(CacheError, match="not in the text cache"):
+        engine_only.set_classes(moved)
+
+
+def test_engines_refuse_what_they_cannot_run_with_a_sentence(tiny_loaded, tiny_ckpt, engines, image, tmp_path):
+    from dart.export.onnx_export import export_encdec
+
+    with pytest.raises(InputError, match="exemplar boxes on the detected image run on the PyTorch backend"):
+        Detector.from_engines(engines=engines, classes={"w": Prompt(boxes=[(1, 2, 30, 40)])}, backend="onnxruntime",
+                              device="cpu", checkpoint=tiny_ckpt)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "backbone.onnx").symlink_to(engines / "backbone.onnx")
+    export_encdec(tiny_loaded, old / "encdec.onnx", max_classes=2, exemplar_boxes=0, simplify=False)
+    path = tmp_path / "ref.png"
+    cv2.imwrite(str(path), image)
+    det = Detector.from_engines(engines=old, classes=["person"], backend="onnxruntime", device="cpu",
+                                checkpoint=tiny_ckpt)
+    with pytest.raises(InputError, match="takes text classes only: export the encoder-decoder again"):
+        det.set_classes({"w": Prompt(boxes=[(1, 2, 30, 40)], image=path)})
+    many = Prompt(boxes=[(1 + i, 2, 30 + i, 40) for i in range(17)], image=path)
+    det = Detector.from_engines(engines=engines, classes=["person"], backend="onnxruntime", device="cpu",
+                                checkpoint=tiny_ckpt)
+    with pytest.raises(InputError, match="has 17 boxes, but the encoder-decoder .* takes at most 16"):
+        det.set_classes({"w": many})
+        det.detect(image)
 
 
 def test_in_image_exemplars_in_a_batch_of_different_sizes_equal_single_images(tiny_backend):
@@ -285,3 +356,38 @@ def test_video_uses_boxes_on_its_first_frame(tmp_path, tiny_backend):
     got = rows[0]["detections"]
     np.testing.assert_allclose([r["score"] for r in got], first.scores, atol=1e-5)
     assert [r["prompt"] for r in got] == list(first.prompts)
+
+
+def test_text_cache_build_caches_exemplars_for_an_engine_only_run(tmp_path, tiny_ckpt, engines):
+    import shutil
+
+    from tests.tiny import TINY_IMGSZ
+
+    folder = tmp_path / "engines"
+    shutil.copytree(engines, folder)
+    ref, target = tmp_path / "ref.png", tmp_path / "target.png"
+    cv2.imwrite(str(ref), make_image(HEIGHT, WIDTH, seed=0))
+    cv2.imwrite(str(target), make_image(HEIGHT, WIDTH, seed=3))
+    spec = f"{ref}:20,15,80,45-100,40,140,80=red"
+    res = _cli("text-cache", "build", "-c", "person", "-e", spec, "--engines", folder, "--checkpoint", tiny_ckpt,
+               "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "1 exemplars (1 new)" in " ".join(res.output.split())
+    shown = _cli("text-cache", "show", folder / "text.safetensors")
+    assert "exemplar" in shown.output and "20,15,80,45-100,40,140,80" in " ".join(shown.output.split())
+    refused = _cli("text-cache", "build", "-e", "20,15,80,45=red", "--engines", folder, "--checkpoint", tiny_ckpt)
+    assert refused.exit_code == 2 and "cannot be cached" in " ".join(refused.output.split())
+    # the engines alone (no model: the checkpoint named does not exist) run the exemplar class from the cache
+    out = tmp_path / "out"
+    run = _cli("detect", target, "-c", "person", "-e", spec, "--engines", folder, "--checkpoint", tmp_path / "none",
+               "--conf", "0.0", "--max-det", "5", "-o", out)
+    assert run.exit_code == 0, run.output
+    data = json.loads((out / "target.json").read_text())
+    assert data["classes"] == ["person", "red"] and data["detections"]
+    torch_out = tmp_path / "torch_out"
+    live = _cli("detect", target, "-c", "person", "-e", spec, "--checkpoint", tiny_ckpt, "--imgsz", TINY_IMGSZ,
+                "--device", "cpu", "--conf", "0.0", "--max-det", "5", "-o", torch_out)
+    assert live.exit_code == 0, live.output
+    expected = json.loads((torch_out / "target.json").read_text())["detections"]
+    assert [r["prompt"] for r in data["detections"]] == [r["prompt"] for r in expected]
+    np.testing.assert_allclose([r["score"] for r in data["detections"]], [r["score"] for r in expected], atol=1e-3)

@@ -52,22 +52,30 @@ def test_backbone_export_matches_pytorch(exported):
 def test_encdec_dynamic_classes_match_pytorch(exported):
     folder, loaded = exported
     session = _session(folder / "encdec.onnx")
-    assert [i.name for i in session.get_inputs()] == ["fpn_4x", "fpn_2x", "fpn_1x", "text", "text_mask"]
+    assert [i.name for i in session.get_inputs()] == ["fpn_4x", "fpn_2x", "fpn_1x", "text", "text_mask",
+                                                      "prompt_tokens", "prompt_tokens_mask"]
     assert [o.name for o in session.get_outputs()] == ["logits", "boxes", "presence", "masks"]
     stage = EncDecStage(loaded.model, TINY_IMGSZ).eval()
     with torch.inference_mode():
         feats = BackboneStage(loaded.model).eval()(sample_pixels(TINY_IMGSZ))
     gen = torch.Generator().manual_seed(1)
+    width = read_onnx_metadata(folder / "encdec.onnx").prompt_tokens
     for count in (1, 2, 3):
         text = torch.randn(count, 32, 32, generator=gen)
         mask = torch.zeros(count, 32, dtype=torch.bool)
         mask[:, : 3 + count] = True
+        tokens = torch.zeros(count, width, 32)
+        tokens_mask = torch.zeros(count, width, dtype=torch.bool)
+        if count > 1:  # the last class is an exemplar class: three prompt tokens from a reference image
+            tokens[-1, :3] = torch.randn(3, 32, generator=gen)
+            tokens_mask[-1, :3] = True
         with torch.inference_mode():
-            ref = stage(*feats, text, mask, return_state=True)
+            ref = stage(*feats, text, mask, return_state=True, tokens=tokens, tokens_mask=tokens_mask)
             ref_masks = stage.masks(feats, ref, text, mask, torch.tensor([[0, c] for c in range(count)]))
         logits, boxes, presence, masks = session.run(None, {
             "fpn_4x": feats[0].numpy(), "fpn_2x": feats[1].numpy(), "fpn_1x": feats[2].numpy(),
-            "text": text.numpy(), "text_mask": mask.numpy().astype(np.int32)})
+            "text": text.numpy(), "text_mask": mask.numpy().astype(np.int32), "prompt_tokens": tokens.numpy(),
+            "prompt_tokens_mask": tokens_mask.numpy().astype(np.int32)})
         q = ref["logits"].shape[-1]
         assert logits.shape == (count, q) and boxes.shape == (count, q, 4) and presence.shape == (count, 1)
         np.testing.assert_allclose(logits, ref["logits"][0].numpy(), atol=1e-4)
@@ -164,7 +172,7 @@ def test_dart_prompt_mode_is_exported_recorded_and_checked(tmp_path, exported):
     refused with a sentence."""
     folder, loaded = exported
     path = tmp_path / "encdec_dart.onnx"
-    result = export_encdec(loaded, path, max_classes=2, simplify=False, prompt_mode="dart")
+    result = export_encdec(loaded, path, max_classes=2, simplify=False, prompt_mode="dart", exemplar_boxes=0)
     assert result.metadata.prompt_mode == "dart" == read_onnx_metadata(path).prompt_mode
     assert read_onnx_metadata(folder / "encdec.onnx").prompt_mode == "meta"
     with torch.inference_mode():

@@ -200,8 +200,8 @@ CASES = [
          r"exemplar box 20,15,800,45 leaves its reference image 'photos/im0.jpg' \(160x90 pixels\)"),
     Case("exemplar-leaves-the-image", "detect photos -e 20,15,800,45=w -o out -m ck {m}", 2,
          r"exemplar box 20,15,800,45 leaves the image \(160x90 pixels\)"),
-    Case("exemplar-on-engines", "detect photos -e photos/im0.jpg:20,15,80,45=w -o out --engines engines", 2,
-         "exemplar prompts run on the PyTorch backend"),
+    Case("exemplar-in-image-on-engines", "detect photos -e 20,15,80,45=w -o out --engines engines", 2,
+         "exemplar boxes on the detected image run on the PyTorch backend"),
     Case("exemplar-video-first-frame", "video clip.avi -e 20,15,80,45=w -c person -m ck {m} --max-frames 3 "
          "--save-jsonl d.jsonl --conf 0", 0, "3 frames"),
     # ------------------------------------------------------------------ bench peers: refused before anything loads

@@ -19,6 +19,7 @@ from dart.errors import InputError
 from dart.export.metadata import (
     FPN_NAMES,
     MASK_OUTPUT,
+    TOKEN_INPUTS,
     StageMetadata,
     check_expected,
     check_pair,
@@ -78,6 +79,10 @@ class EngineBackend:
         self.supports_masks = self.encdec_meta.masks
         self.text_length = self.encdec_meta.text_length
         self.prompt_mode = self.encdec_meta.prompt_mode
+        self.prompt_tokens = self.encdec_meta.prompt_tokens  # width of the graph's exemplar-token input (0: none)
+        self.takes_exemplar_boxes = False  # boxes on the detected image need the geometry encoder: PyTorch only
+        self._geometry_stage: Any = None
+        self._loaded: Any = None
         self.dtype = torch.float32  # engines take and return float32 tensors (FP16 lives inside)
         self.device = torch.device("cpu")
         self._text_source = text_checkpoint
@@ -112,13 +117,22 @@ class EngineBackend:
 
     @torch.inference_mode()
     def encdec(self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor,
-               return_state: bool = False) -> dict[str, torch.Tensor]:
+               return_state: bool = False, **geometry: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """As the PyTorch backend's; of the exemplar inputs, engines take prompt ``tokens``/``tokens_mask`` (from a
+        reference image), not boxes on the detected image."""
+        if geometry.get("boxes") is not None:
+            raise InputError("exemplar boxes on the detected image need SAM3's geometry encoder, which the exported "
+                             "stages do not hold: draw them on a reference image (IMAGE:BOXES=NAME) or use "
+                             "--backend torch.")
+        tokens, tokens_mask = geometry.get("tokens"), geometry.get("tokens_mask")
         batch, classes = features[0].shape[0], text.shape[0]
         step = self.max_classes or classes
         per_image = []
         for b in range(batch):
             feats = tuple(f[b:b + 1] for f in features)
-            chunks = [self._encdec_chunk(feats, text[s:s + step], text_mask[s:s + step])
+            chunks = [self._encdec_chunk(feats, text[s:s + step], text_mask[s:s + step],
+                                         None if tokens is None else tokens[s:s + step],
+                                         None if tokens_mask is None else tokens_mask[s:s + step])
                       for s in range(0, classes, step)]
             per_image.append({k: torch.cat([c[k] for c in chunks]) for k in chunks[0]})
         out = {
@@ -130,21 +144,78 @@ class EngineBackend:
             out["masks"] = torch.cat([p[MASK_OUTPUT] for p in per_image])  # [B * C, Q, h, w]
         return out
 
-    def _encdec_chunk(self, feats: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor
+    def _token_inputs(self, count: int, tokens: torch.Tensor | None, tokens_mask: torch.Tensor | None
+                      ) -> dict[str, torch.Tensor]:
+        """The graph's ``prompt_tokens``/``prompt_tokens_mask`` for ``count`` classes, padded to its width."""
+        width = self.prompt_tokens
+        given = tokens is not None and tokens_mask is not None and bool(tokens_mask.any())
+        if not width:
+            if given:
+                raise InputError(f"the encoder-decoder '{self.encdec_path}' was exported without exemplar inputs; "
+                                 "export it again (`dart export encdec`, --exemplar-boxes 16 is the default) to run "
+                                 "exemplar classes on it.")
+            return {}
+        hidden = self.encdec_meta.hidden_size
+        padded = torch.zeros(count, width, hidden)
+        padded_mask = torch.zeros(count, width, dtype=torch.int32)
+        if given:
+            assert tokens is not None and tokens_mask is not None
+            used = int(tokens_mask.sum(-1).max())
+            if used > width:
+                raise InputError(f"an exemplar prompt here has {used - 1} boxes, but the encoder-decoder "
+                                 f"'{self.encdec_path}' takes at most {width - 1}; export it with --exemplar-boxes "
+                                 f"{used - 1} or more.")
+            keep = min(width, tokens.shape[1])
+            padded[:len(tokens), :keep] = tokens[:, :keep].float().cpu()
+            padded_mask[:len(tokens), :keep] = tokens_mask[:, :keep].to(torch.int32).cpu()
+        return {TOKEN_INPUTS[0]: padded, TOKEN_INPUTS[1]: padded_mask}
+
+    def _encdec_chunk(self, feats: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor,
+                      tokens: torch.Tensor | None = None, tokens_mask: torch.Tensor | None = None
                       ) -> dict[str, torch.Tensor]:
         count = text.shape[0]
+        extra = self._token_inputs(count, tokens, tokens_mask)
         if not self.dynamic_classes and self.max_classes and count < self.max_classes:
             pad = self.max_classes - count  # a fixed-size engine: repeat the last class, drop its results
             text = torch.cat([text, text[-1:].expand(pad, -1, -1)])
             text_mask = torch.cat([text_mask, text_mask[-1:].expand(pad, -1)])
+            extra = {name: torch.cat([value, value[-1:].expand(pad, *value.shape[1:])]) for name, value in extra.items()}
         inputs = {"text": text.to(self.device, torch.float32).contiguous(),
                   "text_mask": text_mask.to(self.device, torch.int32).contiguous()}
+        for name, value in extra.items():
+            inputs[name] = value.to(self.device).contiguous()
         levels = FPN_NAMES if self.supports_masks else FPN_NAMES[-1:]
         all_levels = dict(zip(FPN_NAMES, feats))
         for name in levels:
             inputs[name] = all_levels[name].to(self.device, torch.float32).contiguous()
         out = self._run_encdec(inputs)
         return {k: v[:count] for k, v in out.items()}
+
+    @torch.inference_mode()
+    def exemplar_tokens(self, features: tuple[torch.Tensor, ...], boxes: torch.Tensor, labels: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt tokens of exemplar boxes on a reference image (see the PyTorch backend's): the engines
+        computed its features; SAM3's geometry encoder comes from the checkpoint given for the text encoder (a
+        text cache that already holds these tokens needs none)."""
+        if not self.prompt_tokens:
+            raise InputError(f"the encoder-decoder '{self.encdec_path}' was exported without exemplar inputs; export "
+                             "it again (`dart export encdec`, --exemplar-boxes 16 is the default) to run exemplar "
+                             "classes on it.")
+        if not self.has_text_encoder:
+            from dart.errors import CacheError
+
+            raise CacheError("these exemplar boxes are not in the text cache, and the engines hold no geometry "
+                             "encoder to compute them: pass --checkpoint (the one the engines were exported from) "
+                             "once, or build the cache with `dart text-cache build --exemplar ...`.")
+        if self._geometry_stage is None:
+            from dart.stages import EncDecStage
+
+            self._text_encoder()  # loads (and checks) the checkpoint
+            self._geometry_stage = EncDecStage(self._loaded, self.imgsz, self.prompt_mode).eval()
+        geometry = self._geometry_stage.prompt_geometry(features[-1][:1].float().cpu(), 1, boxes[None, None],
+                                                        labels[None, None])
+        assert geometry is not None
+        return geometry[0][0].float().cpu(), geometry[1][0].cpu()
 
     def masks(self, features: tuple[torch.Tensor, ...], state: dict[str, torch.Tensor], text: torch.Tensor,
               text_mask: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
@@ -171,6 +242,7 @@ class EngineBackend:
                 )
             self._tokenizer = loaded.tokenizer()
             self._text_stage = TextStage(loaded.model).eval()
+            self._loaded = loaded.model
         return self._text_stage, self._tokenizer
 
     @torch.inference_mode()

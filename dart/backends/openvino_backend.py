@@ -17,7 +17,7 @@ import torch
 from dart.backends.base import choose_precision, thread_count
 from dart.backends.engine_backend import EngineBackend
 from dart.errors import DependencyError, InputError
-from dart.export.metadata import ENCDEC_OUTPUTS, FPN_NAMES, MASK_OUTPUT
+from dart.export.metadata import ENCDEC_OUTPUTS, FPN_NAMES, MASK_OUTPUT, TOKEN_INPUTS
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -54,7 +54,7 @@ class OpenVinoBackend(EngineBackend):
         self._backbone_request = self._backbone_model.create_infer_request()
         self._encdec_request = self._encdec_model.create_infer_request()
         expected = [*ENCDEC_OUTPUTS, *([MASK_OUTPUT] if self.supports_masks else [])]
-        self._encdec_inputs = [_port_name(port, (*FPN_NAMES, "text", "text_mask")) for port in self._encdec_model.inputs]
+        self._encdec_inputs = [_port_name(port, (*FPN_NAMES, "text", "text_mask", *TOKEN_INPUTS)) for port in self._encdec_model.inputs]
         self._encdec_outputs = [_port_name(port, expected) for port in self._encdec_model.outputs]
         self._backbone_outputs = [_port_name(port, FPN_NAMES) for port in self._backbone_model.outputs]
         if self._encdec_outputs != expected:

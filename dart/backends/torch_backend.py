@@ -36,6 +36,7 @@ def _cast(stage: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> t
 class TorchBackend:
     name = "torch"
     supports_masks = True
+    takes_exemplar_boxes = True  # the geometry encoder runs here, so boxes may be on the detected image
     has_text_encoder = True
     max_classes: int | None = None
 

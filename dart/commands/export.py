@@ -191,6 +191,10 @@ def encdec(
         "--prompt-mode", rich_help_panel=EXPORT,
         help="meta: class prompts are text tokens plus the geometry token (SAM3); dart: text tokens only (the DART "
              "research code). Recorded in the file; engines built from it run that way.")] = D["prompt_mode"],
+    exemplar_boxes: Annotated[int, typer.Option(
+        "--exemplar-boxes", min=0, rich_help_panel=EXPORT,
+        help="Most boxes of one exemplar prompt the graph takes: it gets a prompt_tokens [C, boxes+1, D] input "
+             "for exemplar classes (tokens computed on a reference image). 0: text classes only.")] = 16,
     opset: Opset = 17,
     simplify: Simplify = True,
     verify: Verify = True,
@@ -202,7 +206,8 @@ def encdec(
     """Export the encoder-decoder (DETR encoder + decoder, box head, scoring, presence; mask decoder with --masks).
 
     Inputs [bold]fpn_1x[/] [1,D,s,s] (+ fpn_4x, fpn_2x with --masks), [bold]text[/] [C,32,D], [bold]text_mask[/]
-    [C,32] int32; outputs [bold]logits[/] [C,Q], [bold]boxes[/] [C,Q,4] (xyxy, 0..1), [bold]presence[/] [C,1].
+    [C,32] int32, [bold]prompt_tokens[/] [C,G,D] + [bold]prompt_tokens_mask[/] [C,G] (exemplar classes); outputs
+    [bold]logits[/] [C,Q], [bold]boxes[/] [C,Q,4] (xyxy, 0..1), [bold]presence[/] [C,1].
 
     Example: [bold]dart export encdec --imgsz 1008 --max-classes 4 -o engines/encdec.onnx[/]
     """
@@ -222,7 +227,8 @@ def encdec(
     try:
         result = export_encdec(loaded, output, imgsz=imgsz, max_classes=max_classes, dynamic_classes=dynamic_classes,
                                masks=masks, attn=attn, prompt_mode=prompt_mode, opset=opset, simplify=simplify,
-                               verify=verify, image=image, min_cosine=min_cosine, progress=update)
+                               verify=verify, image=image, min_cosine=min_cosine, exemplar_boxes=exemplar_boxes,
+                               progress=update)
     finally:
         status.stop()
     _render(console, result, "encoder-decoder export")

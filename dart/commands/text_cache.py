@@ -33,19 +33,24 @@ def build(
     classes: opt.Classes = None,
     classes_file: opt.ClassesFile = None,
     coco: opt.Coco = False,
+    exemplar: opt.Exemplars = None,
+    imgsz: Annotated[Optional[int], typer.Option(
+        "--imgsz", help="Input size the exemplar tokens are computed at (default: the engines', else 1008); text "
+                        "features do not depend on it.")] = None,
     checkpoint: opt.Checkpoint = D["checkpoint"],
     tokenizer: opt.Tokenizer = None,
     device: opt.Device = D["device"],
     threads: opt.Threads = None,
 ) -> None:
-    """Encode the class names (or their prompts) with SAM3's text encoder into a cache file.
+    """Encode the class names (or their prompts) with SAM3's text encoder into a cache file; exemplars drawn on
+    reference images (-e IMAGE:BOXES=NAME) get their prompt tokens cached too, so engines run them with no model.
 
     Example: [bold]dart text-cache build --coco --engines engines/[/]  (writes engines/text.safetensors)
     """
     from dart.backends.base import resolve_device, set_threads
     from dart.backends.engine_backend import find_stage_files, infer_engine_kind
     from dart.backends.torch_backend import TorchBackend
-    from dart.classes import parse_vocabulary, resolve_classes
+    from dart.classes import exemplar_images, parse_vocabulary, resolve_classes
     from dart.errors import InputError
     from dart.io import Outputs
     from dart.models.loading import load_sam3
@@ -53,21 +58,35 @@ def build(
     from dart.text_cache import TextCache, read_cache_info
 
     console = Console()
-    prompts = parse_vocabulary(resolve_classes(classes, classes_file, coco)).prompts
+    entries = resolve_classes(classes, classes_file, coco, exemplar)
+    vocab = parse_vocabulary(entries)
+    prompts = vocab.prompts
+    if any(ex is not None and ex.in_image for ex in vocab.exemplars):
+        raise InputError("exemplar boxes without an image are drawn on each detected image, so their tokens cannot be "
+                         "cached: give the image they are on (-e IMAGE:x1,y1,x2,y2=NAME).")
     fingerprint = None
     if engines is not None:
         from dart.export.metadata import read_metadata
 
         stage_files = find_stage_files(engines, infer_engine_kind(engines))
         fingerprint = read_metadata(stage_files[0]).fingerprint
+        built = read_metadata(stage_files[0]).imgsz  # exemplar tokens are computed at the engines' size
+        if imgsz is not None and imgsz != built:
+            raise InputError(f"the engines in '{engines}' take {built} px images, not --imgsz {imgsz}; drop --imgsz.")
+        imgsz = built
         output = output or engines / ENGINES_TEXT_CACHE
     if output is None:
         raise InputError("say where the cache goes: -o text.safetensors, or --engines DIR (DIR/text.safetensors).")
     resolve_device(device)
+    from dart.models.sam3 import DEFAULT_IMGSZ, validate_imgsz
+
+    imgsz = validate_imgsz(imgsz) if imgsz is not None else DEFAULT_IMGSZ
     plan = Outputs()
     plan.input(checkpoint, "checkpoint", contents=True)
     plan.input(tokenizer, "tokenizer", contents=True)
     plan.input(classes_file, "classes file")
+    for path in exemplar_images(entries):
+        plan.input(path, "exemplar image")
     if engines is not None:
         plan.inputs_from(stage_files, "engine file")
     plan.file(output, "-o/--output", existing="extend")
@@ -78,18 +97,25 @@ def build(
                              f"engines' {fingerprint}; use another -o.")
     set_threads(threads)
     with console.status(f"loading SAM3 from {checkpoint} ..."):
-        loaded = load_sam3(checkpoint, tokenizer=tokenizer)
+        loaded = load_sam3(checkpoint, tokenizer=tokenizer, imgsz=imgsz)
     if fingerprint is not None and loaded.fingerprint != fingerprint:
         raise InputError(f"the engines in '{engines}' were exported from checkpoint {fingerprint}, but {checkpoint} "
                          f"is {loaded.fingerprint}; pass --checkpoint with the checkpoint they were exported from.")
     cache = TextCache(loaded.fingerprint, output)  # another model's cache is refused here, before any work
     todo = cache.missing(prompts)
-    if todo:
+    known = len(cache.exemplars)
+    if todo or vocab.exemplars:
         backend = TorchBackend(loaded, device=device)
         with console.status(f"encoding {len(todo)} prompts ..."):
             cache.get(prompts, backend.encode_text)
+        if vocab.exemplars:
+            from dart.detector import Detector
+
+            with console.status(f"computing the prompt tokens of {len(exemplar or [])} exemplars ..."):
+                Detector(backend, entries, text_cache=cache)  # computes what the cache lacks and saves it
+    note = f"; {len(cache.exemplars)} exemplars ({len(cache.exemplars) - known} new)" if cache.exemplars else ""
     console.print(f"{output}: {len(cache.entries)} prompts for model {cache.fingerprint} "
-                  f"({len(todo)} new, {len(prompts) - len(todo)} already there)", highlight=False)
+                  f"({len(todo)} new, {len(prompts) - len(todo)} already there){note}", highlight=False)
 
 
 @app.command("show")
@@ -106,4 +132,6 @@ def show(cache: Annotated[Path, typer.Argument(help="A text cache file.")]) -> N
     table.add_column("prompt")
     for i, name in enumerate(info["classes"]):
         table.add_row(str(i), str(name))
+    for i, key in enumerate(info.get("exemplars") or []):
+        table.add_row(f"e{i}", f"exemplar {key} (image hash:boxes)")
     Console().print(table)

@@ -19,6 +19,8 @@ PREFIX = "dart."
 STAGES = ("backbone", "encdec")
 FPN_NAMES = ("fpn_4x", "fpn_2x", "fpn_1x")
 ENCDEC_INPUTS = ("text", "text_mask")
+TOKEN_INPUTS = ("prompt_tokens", "prompt_tokens_mask")  # encdec: exemplar prompt tokens from a reference image
+DEFAULT_EXEMPLAR_BOXES = 16  # boxes one exemplar prompt may hold in an exported encoder-decoder (+1 CLS token)
 ENCDEC_OUTPUTS = ("logits", "boxes", "presence")
 MASK_OUTPUT = "masks"
 
@@ -40,6 +42,7 @@ class StageMetadata:
     attn: str = "eager"
     prompt_mode: str = "meta"  # encdec: text + geometry token (meta) or text only (dart); older files are meta
     text_length: int = 32
+    prompt_tokens: int = 0  # encdec: width G of the prompt_tokens input (exemplar boxes + 1); 0: no such input
     hidden_size: int = 256
     checkpoint: str = ""
     opset: int = 17

@@ -5,7 +5,10 @@
 - Encoder-decoder: ``fpn_1x [1, D, s, s]`` (plus ``fpn_4x``, ``fpn_2x`` with masks), ``text [C, 32, D]`` and
   ``text_mask [C, 32]`` (int32, 1 = token) -> ``logits [C, Q]``, ``boxes [C, Q, 4]`` (normalised xyxy),
   ``presence [C, 1]`` and, with masks, ``masks [C, Q, 4s, 4s]`` mask logits. The sine position encoding is a
-  constant inside the graph. The class axis is dynamic (1..max) by default.
+  constant inside the graph. The class axis is dynamic (1..max) by default. Unless exported with
+  ``exemplar_boxes=0`` it also takes ``prompt_tokens [C, G, D]`` and ``prompt_tokens_mask [C, G]`` (int32): the
+  prompt tokens of exemplar classes computed on a reference image (:mod:`dart.prompts`), all-zero mask for text
+  classes; ``G`` (boxes + 1) is fixed, so only the class axis is dynamic.
 
 Attention is exported in eager form by default: an explicit ``softmax(Q·Kᵀ·scale)`` (transformers' "eager"
 implementation), with SAM3's real-valued (cos/sin) 2-D RoPE; ``attn="sdpa"`` exports the fused-op form instead.
@@ -30,7 +33,15 @@ from torch import nn
 
 from dart import __version__
 from dart.errors import DependencyError, InputError
-from dart.export.metadata import ENCDEC_OUTPUTS, FPN_NAMES, MASK_OUTPUT, StageMetadata, write_onnx_metadata
+from dart.export.metadata import (
+    DEFAULT_EXEMPLAR_BOXES,
+    ENCDEC_OUTPUTS,
+    FPN_NAMES,
+    MASK_OUTPUT,
+    TOKEN_INPUTS,
+    StageMetadata,
+    write_onnx_metadata,
+)
 from dart.export.verify import DEFAULT_MIN_COSINE, Agreement, check, compare_outputs
 from dart.models.sam3 import image_size, set_image_size, text_max_length, validate_imgsz
 from dart.pruning import PruneSpec, apply_pruning
@@ -63,19 +74,24 @@ class ExportResult:
 class EncDecExport(nn.Module):
     """:class:`EncDecStage` for one image, with the I/O of ``encdec.onnx`` (batch axis dropped)."""
 
-    def __init__(self, stage: EncDecStage, masks: bool):
+    def __init__(self, stage: EncDecStage, masks: bool, tokens: bool = False):
         super().__init__()
         self.stage = stage
         self.with_masks = masks
+        self.with_tokens = tokens
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        geometry: dict[str, torch.Tensor] = {}
+        if self.with_tokens:
+            *inputs, tokens, tokens_mask = inputs
+            geometry = {"tokens": tokens, "tokens_mask": tokens_mask != 0}
         if self.with_masks:
             fpn_4x, fpn_2x, fpn_1x, text, text_mask = inputs
         else:
             fpn_1x, text, text_mask = inputs
             fpn_4x = fpn_2x = fpn_1x  # unused without masks
         mask = text_mask != 0
-        out = self.stage(fpn_4x, fpn_2x, fpn_1x, text, mask, return_state=self.with_masks)
+        out = self.stage(fpn_4x, fpn_2x, fpn_1x, text, mask, return_state=self.with_masks, **geometry)
         logits, boxes, presence = out["logits"][0], out["boxes"][0], out["presence"][0][:, None]
         if not self.with_masks:
             return logits, boxes, presence
@@ -90,8 +106,24 @@ class EncDecExport(nn.Module):
         return logits, boxes, presence, pred
 
 
-def encdec_input_names(masks: bool) -> list[str]:
-    return [*(FPN_NAMES if masks else FPN_NAMES[-1:]), "text", "text_mask"]
+def encdec_input_names(masks: bool, tokens: bool = False) -> list[str]:
+    return [*(FPN_NAMES if masks else FPN_NAMES[-1:]), "text", "text_mask", *(TOKEN_INPUTS if tokens else ())]
+
+
+def sample_prompt_tokens(stage: EncDecStage, fpn_1x: torch.Tensor, count: int, width: int
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt tokens ``[count, width, D]`` + int32 mask for verifying an export: the first class gets the real
+    tokens of two exemplar boxes (a positive and a negative) on this image, the others none (text classes)."""
+    boxes = torch.tensor([[[[0.35, 0.4, 0.3, 0.4], [0.75, 0.7, 0.2, 0.25]]]])
+    labels = torch.tensor([[[1, 0]]])
+    with torch.inference_mode():
+        geometry = stage.prompt_geometry(fpn_1x, 1, boxes, labels)
+    assert geometry is not None
+    found, found_mask = geometry[0][0][:width], geometry[1][0][:width]
+    tokens = torch.zeros(count, width, found.shape[-1])
+    mask = torch.zeros(count, width, dtype=torch.int32)
+    tokens[0, :len(found)], mask[0, :len(found_mask)] = found, found_mask.to(torch.int32)
+    return tokens, mask
 
 
 def encdec_output_names(masks: bool) -> list[str]:
@@ -351,11 +383,16 @@ def export_encdec(
     verify: bool = True,
     image: str | Path | np.ndarray | None = None,
     min_cosine: float = DEFAULT_MIN_COSINE,
+    exemplar_boxes: int = DEFAULT_EXEMPLAR_BOXES,
     progress: Progress = _noop,
 ) -> ExportResult:
-    """Export the encoder-decoder (+ box head, scoring, presence; mask decoder with ``masks``) to ``output``."""
+    """Export the encoder-decoder (+ box head, scoring, presence; mask decoder with ``masks``) to ``output``;
+    ``exemplar_boxes`` (0: none) sizes the prompt-token input that exemplar classes use."""
     if max_classes < 1:
         raise InputError(f"max_classes must be at least 1, got {max_classes}.")
+    if exemplar_boxes < 0:
+        raise InputError(f"exemplar_boxes must be 0 or more, got {exemplar_boxes}.")
+    width = exemplar_boxes + 1 if exemplar_boxes else 0
     output = Path(output)
     prepare_model(loaded, imgsz, None)
     model = loaded.model
@@ -365,7 +402,7 @@ def export_encdec(
     meta = StageMetadata(
         stage="encdec", imgsz=size, fingerprint=loaded.fingerprint, dart_version=__version__, max_classes=max_classes,
         dynamic_classes=dynamic_classes, masks=masks, attn=attn, prompt_mode=check_prompt_mode(prompt_mode),
-        text_length=length, hidden_size=hidden,
+        text_length=length, hidden_size=hidden, prompt_tokens=width,
         checkpoint=str(loaded.source), opset=opset, num_blocks=full_block_count(model),
     )
     pixels = sample_pixels(size, image)
@@ -374,23 +411,28 @@ def export_encdec(
         with torch.inference_mode():
             features = BackboneStage(model).eval()(pixels)
         text, text_mask, text_note = sample_text(loaded, max_classes, hidden, length)
-        wrapper = EncDecExport(EncDecStage(model, size, prompt_mode).eval(), masks).eval()
-        inputs = encdec_input_names(masks)
+        stage = EncDecStage(model, size, prompt_mode).eval()
+        wrapper = EncDecExport(stage, masks, tokens=width > 0).eval()
+        inputs = encdec_input_names(masks, tokens=width > 0)
         outputs = encdec_output_names(masks)
         feats = features if masks else features[-1:]
+        extra: tuple[torch.Tensor, ...] = ()
+        if width:
+            extra = sample_prompt_tokens(stage, features[-1], max_classes, width)
+            text_note += ", exemplar tokens for the first class"
         axes: dict[str, dict[int, str]] = {}
         if dynamic_classes:
-            axes = {name: {0: "classes"} for name in ("text", "text_mask", *outputs)}
+            axes = {name: {0: "classes"} for name in ("text", "text_mask", *TOKEN_INPUTS[:len(extra)], *outputs)}
         with _export_graph(
-            wrapper, (*feats, text, text_mask), output, input_names=inputs, output_names=outputs, dynamic_axes=axes,
-            opset=opset, simplify=simplify, metadata=meta, progress=progress,
+            wrapper, (*feats, text, text_mask, *extra), output, input_names=inputs, output_names=outputs,
+            dynamic_axes=axes, opset=opset, simplify=simplify, metadata=meta, progress=progress,
         ) as (staged, result):
             if verify:
                 progress(f"verifying with onnxruntime ({text_note})")
                 session = _ort_session(staged)
                 runs = []
                 for count in sorted({1, max_classes}) if dynamic_classes else [max_classes]:
-                    args = (*feats, text[:count], text_mask[:count])
+                    args = (*feats, text[:count], text_mask[:count], *(t[:count] for t in extra))
                     with torch.inference_mode():
                         reference = dict(zip(outputs, wrapper(*args)))
                     got = session.run(None, {n: a.numpy() for n, a in zip(inputs, args)})
