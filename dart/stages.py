@@ -177,13 +177,16 @@ class EncDecStage(nn.Module):
                 rows = torch.nonzero(valid.any(-1)).flatten()
                 if len(rows):
                     image_of = torch.div(rows, classes, rounding_mode="floor")
-                    encoded = self.geometry_encoder(
-                        box_embeddings=flat_boxes[rows],
-                        box_mask=valid[rows],
-                        box_labels=flat_labels[rows].clamp(min=0),
-                        img_feats=[fpn_1x[image_of]],
-                        img_pos_embeds=[pos[image_of]],
-                    )
+                    # in fp32 outside autocast: torchvision's ROI align takes no bf16 (transformers casts it to
+                    # fp16, which CPU autocast refuses), and the few box tokens cost little at full precision
+                    with torch.autocast(fpn_1x.device.type, enabled=False):
+                        encoded = self.geometry_encoder(
+                            box_embeddings=flat_boxes[rows],
+                            box_mask=valid[rows],
+                            box_labels=flat_labels[rows].clamp(min=0),
+                            img_feats=[fpn_1x[image_of].float()],
+                            img_pos_embeds=[pos[image_of].float()],
+                        )
                     hidden = encoded.last_hidden_state
                     full = hidden.new_zeros(batch * classes, count + 1, hidden.shape[-1])
                     full_mask = torch.zeros(batch * classes, count + 1, dtype=torch.bool, device=fpn_1x.device)

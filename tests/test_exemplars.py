@@ -391,3 +391,17 @@ def test_text_cache_build_caches_exemplars_for_an_engine_only_run(tmp_path, tiny
     expected = json.loads((torch_out / "target.json").read_text())["detections"]
     assert [r["prompt"] for r in data["detections"]] == [r["prompt"] for r in expected]
     np.testing.assert_allclose([r["score"] for r in data["detections"]], [r["score"] for r in expected], atol=1e-3)
+
+
+def test_exemplar_boxes_run_under_bf16_autocast(tiny_ckpt, tiny_backend, image):
+    """ROI align takes no bf16, so the geometry encoder runs the boxes in fp32 inside a bf16 run."""
+    from dart.backends.torch_backend import TorchBackend
+    from dart.models.loading import load_sam3
+    from tests.tiny import TINY_IMGSZ
+
+    fp32 = Detector(tiny_backend, PROMPTS, conf=0.0, max_det=20).detect(image)
+    bf16_backend = TorchBackend(load_sam3(tiny_ckpt, imgsz=TINY_IMGSZ), device="cpu", precision="bf16")
+    assert next(bf16_backend.encdec_stage.geometry_encoder.parameters()).dtype == torch.float32
+    bf16 = Detector(bf16_backend, PROMPTS, conf=0.0, max_det=20).detect(image)
+    assert len(bf16) == len(fp32) and set(bf16.prompts) == set(fp32.prompts)
+    np.testing.assert_allclose(np.sort(bf16.scores), np.sort(fp32.scores), atol=0.03)

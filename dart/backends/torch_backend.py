@@ -58,6 +58,7 @@ class TorchBackend:
         self.backbone_name = getattr(stage, "dart_backbone_name", "sam3")
         self.backbone_stage = _cast(stage, self.device, self.dtype).eval()
         self.encdec_stage = _cast(EncDecStage(model, self.imgsz, prompt_mode), self.device, self.dtype).eval()
+        self.encdec_stage.geometry_encoder.float()  # exemplar boxes run it in fp32 (stages.py); autocast does the rest
         self.prompt_mode = prompt_mode
         self.compile_mode = compile
         self._backbone = self.backbone_stage
