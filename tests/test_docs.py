@@ -24,7 +24,8 @@ README_MAX_LINES = 250
 # `dart video` flag, and its page says so)
 PAGES = {"detect": "detect.md", "video": "video.md", "track": ("track.md", "video.md"), "export": "export.md", "build": "build.md",
          "text-cache": "text-cache.md", "precision": "precision.md", "prune": "prune.md", "distill": "distill.md",
-         "eval": "eval.md", "bench": "bench.md", "recipe": "recipe.md", "plugins": "plugins.md"}
+         "eval": "eval.md", "bench": "bench.md", "recipe": "recipe.md", "plugins": "plugins.md",
+         "convert": "convert.md"}
 
 
 def root_group():

@@ -204,6 +204,10 @@ CASES = [
          "exemplar boxes on the detected image run on the PyTorch backend"),
     Case("exemplar-video-first-frame", "video clip.avi -e 20,15,80,45=w -c person -m ck {m} --max-frames 3 "
          "--save-jsonl d.jsonl --conf 0", 0, "3 frames"),
+    # ------------------------------------------------------------------ convert
+    Case("convert-not-a-weight-file", "convert photos/im0.jpg -o w", 3, "'photos/im0.jpg' is not a PyTorch file"),
+    Case("convert-student-weights-not-a-student", "detect photos -c person -o out -m ck {m} --student-weights "
+         "ck/model.safetensors", 3, "is not a dart student checkpoint"),
     # ------------------------------------------------------------------ bench peers: refused before anything loads
     Case("peers-missing-checkpoint", "bench peers missing.pt -o bench", 2, "checkpoint 'missing.pt' does not exist"),
     Case("peers-unknown-system", "bench peers photos --systems dart-fp32,meta -o bench", 2, "unknown system 'meta'"),

@@ -8,7 +8,9 @@ default, whose sizes are closest to SAM3's levels at strides 3.5, 7, 14); each l
 adapter: a 1x1 conv to the FPN width, a bilinear resize to the SAM3 level size and a 3x3 conv.
 
 A student checkpoint (``.safetensors``) records the backbone name, the timm model, the stages and the adapter
-shapes; loading it into another student or for another SAM3 width is refused with one sentence.
+shapes; loading it into another student or for another SAM3 width is refused with one sentence. The DART research
+code's student checkpoints (``.pt``) are read too, through :mod:`dart.compat.dart_research`; their timm network
+reads SAM3's pixels as they are, which their metadata records as ``input_norm="sam3"``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dart.errors import CheckpointError, DependencyError
 STUDENT_FORMAT = 1
 SAM3_MEAN = 0.5
 SAM3_STD = 0.5
+INPUT_NORMS = ("imagenet", "sam3")  # what the timm network reads: renormalised to its own statistics, or as is
 
 
 def import_timm():
@@ -81,12 +84,26 @@ class StudentBackbone(nn.Module):
             raise CheckpointError(f"student {name} must give 3 feature stages, {timm_name} gives {len(self.in_channels)}.")
         self.adapters = nn.ModuleList([FPNAdapter(c, self.fpn_channels) for c in self.in_channels])
         # SAM3 normalises with mean/std 0.5; the timm network expects its own (ImageNet) normalisation.
+        self.register_buffer("in_scale", torch.ones(1, 3, 1, 1), persistent=False)
+        self.register_buffer("in_shift", torch.zeros(1, 3, 1, 1), persistent=False)
+        self.set_input_norm("imagenet")
+        self.dart_backbone_name = name
+
+    def set_input_norm(self, norm: str) -> None:
+        """``imagenet``: SAM3's pixels are renormalised to the timm network's own statistics (dart's students);
+        ``sam3``: the network reads them as they are (the DART research code's students)."""
+        if norm not in INPUT_NORMS:
+            raise CheckpointError(f"unknown student input normalisation '{norm}': use {' or '.join(INPUT_NORMS)}.")
+        self.input_norm = norm
+        if norm == "sam3":
+            self.in_scale.fill_(1.0)
+            self.in_shift.fill_(0.0)
+            return
         cfg = getattr(self.body, "pretrained_cfg", None) or {}
         mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("in_scale", SAM3_STD / std, persistent=False)
-        self.register_buffer("in_shift", (SAM3_MEAN - mean) / std, persistent=False)
-        self.dart_backbone_name = name
+        self.in_scale.copy_(SAM3_STD / std)
+        self.in_shift.copy_((SAM3_MEAN - mean) / std)
 
     def level_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         gh, gw = height // self.patch_size, width // self.patch_size
@@ -109,42 +126,62 @@ class StudentBackbone(nn.Module):
             "in_channels": list(self.in_channels),
             "fpn_channels": self.fpn_channels,
             "patch_size": self.patch_size,
+            "input_norm": self.input_norm,
         }
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write the student's weights and metadata to a ``.safetensors`` file (atomically)."""
-        from safetensors.torch import save_file
-
-        from dart.io import atomic_path
-
-        path = Path(path)
-        meta = {**self.metadata(), **(extra or {})}
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(path) as tmp:
-            save_file(state, str(tmp), metadata={"dart_student": json.dumps(meta)})
-        return path
+        return write_student_checkpoint(path, {**self.metadata(), **(extra or {})}, self.state_dict())
 
     def load_weights(self, path: str | Path) -> dict[str, Any]:
-        """Load a student checkpoint, refusing one made for another backbone, stages or FPN width."""
-        meta, state = read_student_checkpoint(path)
+        """Load a student checkpoint (dart's or the DART research code's), refusing one made for another backbone,
+        stages or FPN width, strictly (a missing or unexpected key is a sentence naming it)."""
+        meta, state = read_student_checkpoint(path, backbone=self.name)
         check_student_metadata(path, meta, self.metadata())
-        try:
-            self.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"student weights {path} do not fit {self.name}: {first}.") from exc
+        self.set_input_norm(str(meta.get("input_norm", "imagenet")))
+        mine = self.state_dict()
+        missing = [k for k in mine if k not in state]
+        unexpected = [k for k in state if k not in mine]
+        shaped = [k for k in mine if k in state and tuple(state[k].shape) != tuple(mine[k].shape)]
+        if missing or unexpected or shaped:
+            detail = (f"'{missing[0]}' is missing" if missing else f"'{unexpected[0]}' is unexpected" if unexpected
+                      else f"'{shaped[0]}' has shape {list(state[shaped[0]].shape)}, not {list(mine[shaped[0]].shape)}")
+            more = len(missing) + len(unexpected) + len(shaped) - 1
+            raise CheckpointError(f"student weights {path} do not fit {self.name}: {detail}"
+                                  f"{f' (and {more} more keys)' if more else ''}.")
+        self.load_state_dict(state, strict=True)
         return meta
 
 
-def read_student_checkpoint(path: str | Path, *, tensors: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(metadata, state_dict)`` of a student ``.safetensors`` file (``tensors=False``: metadata only)."""
+def write_student_checkpoint(path: str | Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
+    """A student checkpoint: ``state`` as safetensors with ``meta`` under ``dart_student`` (atomically)."""
+    from safetensors.torch import save_file
+
+    from dart.io import atomic_path
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"dart_student": json.dumps(meta)})
+    return path
+
+
+def read_student_checkpoint(path: str | Path, *, tensors: bool = True, backbone: str | None = None
+                            ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(metadata, state_dict)`` of a student ``.safetensors`` file (``tensors=False``: metadata only), or of a
+    DART research checkpoint (``.pt``; ``backbone`` names its student when known, else it is found)."""
     from safetensors import safe_open
 
+    from dart.compat import is_torch_file
     from dart.models.loading import unreadable_weights
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"student weights '{path}' do not exist; train them with `dart distill --phase adapter`.")
+    if is_torch_file(path):
+        from dart.compat.dart_research import read_dart_student
+
+        return read_dart_student(path, backbone)
     with unreadable_weights(path, "student weights", fix="train them again with `dart distill --phase adapter`"):
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("dart_student")

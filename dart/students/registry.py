@@ -64,7 +64,7 @@ class StudentFactory:
     def __call__(self, sam3: Any, *, weights: str | Path | None = None, pretrained: bool = False) -> StudentBackbone:
         fpn_channels, patch = sam3_dims(sam3)
         if weights is not None:  # refuse a mismatch before building the network
-            meta, _ = read_student_checkpoint(weights, tensors=False)
+            meta, _ = read_student_checkpoint(weights, tensors=False, backbone=self.spec.name)
             check_student_metadata(weights, meta, {"backbone": self.spec.name, "fpn_channels": fpn_channels,
                                                    "patch_size": patch})
         student = StudentBackbone(self.spec.name, self.spec.timm_name, fpn_channels=fpn_channels, patch_size=patch,
