@@ -231,6 +231,11 @@ class Setup:
     def plan_text_cache(self, plan: Outputs) -> None:
         """The text cache grows when new class names are encoded: plan it as an output that is extended."""
         if self.text_cache:
+            from dart.compat import is_torch_file
+
+            if Path(self.text_cache).is_file() and is_torch_file(self.text_cache):
+                plan.input(self.text_cache, "text cache")  # a foreign (DART) cache is read, never written
+                return
             plan.file(self.text_cache, "--text-cache", existing="extend")
 
     def describe(self) -> dict[str, Any]:

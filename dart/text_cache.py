@@ -5,6 +5,11 @@ for N class names, with the model fingerprint, the names and the dart version in
 by another model is refused with a sentence; a corrupt one too. New class names are added to the file
 (atomically) the first time they are encoded.
 
+A DART research text cache (``.pt``, :mod:`dart.compat.dart_research`) is read too. It names no model, so before
+its features are used they are checked against the model's own text encoder (the first class is encoded and
+compared); it is never written to (new names are encoded in memory: convert it with ``dart convert`` to keep
+them).
+
 It also holds the prompt tokens of exemplars drawn on reference images (``exemplar.<i>.tokens [G, D]``,
 ``exemplar.<i>.mask [G]``, keyed in the metadata by the image's content hash and the boxes), so that exported
 engines, which hold no geometry encoder, can run those classes without the PyTorch model.
@@ -38,8 +43,48 @@ class TextCache:
         self.entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.exemplars: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # exemplar key -> (tokens, mask)
         self.dirty = False
+        self.unverified: str | None = None  # a foreign cache not yet checked against this model: its path
         if self.path is not None and self.path.exists():
-            self._load()
+            from dart.compat import is_torch_file
+
+            if is_torch_file(self.path):
+                self._load_dart()
+            else:
+                self._load()
+
+    def _load_dart(self) -> None:
+        from dart.compat.dart_research import read_dart_text_cache
+
+        assert self.path is not None
+        names, features, mask = read_dart_text_cache(self.path)
+        for i, name in enumerate(names):
+            self.entries[name] = (features[i], mask[i])
+        self.unverified, self.path = str(self.path), None  # read-only: dart never writes over a foreign file
+
+    def verify(self, encode: EncodeFn | None) -> None:
+        """Check a foreign cache against this model: its first class, encoded by ``encode``, must give the same
+        features (to float32 noise, relative to their scale); else one sentence."""
+        if self.unverified is None or not self.entries:
+            return
+        source = self.unverified
+        if encode is None:
+            raise CacheError(f"text cache '{source}' comes from the DART research code, which records no model, and "
+                             "this backend has no text encoder to check it with: pass --checkpoint (the checkpoint "
+                             f"it was made with), or convert it once: dart convert {source} --checkpoint CKPT -o "
+                             "text.safetensors.")
+        name = next(iter(self.entries))
+        cached, cached_mask = self.entries[name]
+        features, mask = encode([name])
+        same = (tuple(features.shape[1:]) == tuple(cached.shape) and torch.equal(mask[0].bool(), cached_mask))
+        if same:
+            valid = cached_mask
+            scale = float(features[0][valid].abs().max().clamp_min(1e-12))
+            same = float((features[0][valid].float() - cached[valid]).abs().max()) <= 1e-3 * scale
+        if not same:
+            raise CacheError(f"text cache '{source}' was made by another model than this one: its features for "
+                             f"'{name}' differ from this model's; use the checkpoint it was made with, or drop "
+                             "--text-cache.")
+        self.unverified = None
 
     def _load(self) -> None:
         assert self.path is not None
@@ -72,6 +117,7 @@ class TextCache:
 
     def get(self, names: Sequence[str], encode: EncodeFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Stacked ``(features [C, T, D], mask [C, T])`` for ``names``, encoding (and caching) missing ones."""
+        self.verify(encode)
         todo = self.missing(names)
         if todo:
             if encode is None:
@@ -152,6 +198,14 @@ def read_cache_info(path: str | Path) -> dict[str, object]:
     path = Path(path)
     if not path.is_file():
         raise CacheError(f"text cache '{path}' does not exist.")
+    from dart.compat import is_torch_file
+
+    if is_torch_file(path):
+        from dart.compat.dart_research import read_dart_text_cache
+
+        names, features, _ = read_dart_text_cache(path)
+        return {"fingerprint": None, "classes": names, "dart_version": None, "shape": list(features.shape),
+                "exemplars": [], "source": "DART research code (no model recorded)"}
     meta, names, shape, _ = _read(path, tensors=False)
     try:
         exemplars = list(json.loads(meta.get("exemplars", "[]")))

@@ -179,3 +179,31 @@ def test_exemplar_prompts_equal_metas_geometric_prompts(meta, text, boxes, negat
     assert rel(logits[0, 0], out["pred_logits"][0, :, 0]) < NOISE
     assert rel(got_boxes[0, 0], box_cxcywh_to_xyxy(out["pred_boxes"][0])) < NOISE
     assert abs(float(presence[0, 0] - out["presence_logit_dec"].flatten()[0])) < NOISE
+
+
+def test_a_dart_research_text_cache_is_read_checked_and_converted(meta, tmp_path, tiny_backend):
+    """A text cache saved the way the DART research code saves one (Meta's ``forward_text``: features sequence
+    first, mask True on padding) is read by dart, checked against the model's text encoder, never written to, and
+    converted to dart's own cache; one made by another model is refused with a sentence."""
+    from dart.compat.convert import convert
+    from dart.errors import CacheError
+    from dart.text_cache import TextCache
+
+    with torch.inference_mode():
+        out = meta["model"].backbone.forward_text(CLASSES, device="cpu")
+    path = tmp_path / "classes.pt"
+    torch.save({"class_names": list(CLASSES), "text": out["language_features"], "mask": out["language_mask"]}, path)
+    before = path.read_bytes()
+    backend = meta["backend"]
+    det = Detector(backend, [*CLASSES, "zebra"], text_cache=path)  # zebra is not in it: encoded, not written
+    text, mask = det._text
+    live_text, live_mask = backend.encode_text([*CLASSES, "zebra"])
+    assert torch.equal(mask, live_mask) and rel(text[mask], live_text[live_mask]) < NOISE
+    assert path.read_bytes() == before
+    converted = convert(path, tmp_path / "text.safetensors", checkpoint=meta["loaded"])
+    cache = TextCache(backend.fingerprint, converted.output)  # dart's own format, stamped with the model
+    assert list(cache.entries) == list(CLASSES) and cache.unverified is None
+    with pytest.raises(CacheError, match="was made by another model than this one"):
+        Detector(tiny_backend, ["person"], text_cache=path)
+    with pytest.raises(CacheError, match="records no model"):
+        TextCache("x", path).get(["person"], None)

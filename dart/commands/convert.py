@@ -12,11 +12,15 @@ from dart.commands import options as opt
 
 
 def convert(
-    source: Annotated[Path, typer.Argument(help="The foreign weight file (a DART research student checkpoint .pt).")],
+    source: Annotated[Path, typer.Argument(
+        help="The foreign file: a DART research student checkpoint or text cache (.pt).")],
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="File to write (.safetensors), or a folder (then FOLDER/<name>.safetensors).")],
     backbone: Annotated[Optional[str], typer.Option(
         "--backbone", help="The student a DART checkpoint holds (default: found from its keys and shapes).")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(
+        "--checkpoint", "-m", help="For a DART text cache: the SAM3 checkpoint it was made with (it is checked "
+                                   "against it, and the converted cache records it).")] = None,
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Rewrite a foreign weight file in dart's layout, read with torch.load(weights_only=True) and loaded strictly.
@@ -30,6 +34,7 @@ def convert(
     target = file_or_folder(output, default_name(source, kind), (".safetensors",))
     plan = Outputs(overwrite=overwrite)
     plan.input(source, "weight file", required=True)
+    plan.input(checkpoint, "checkpoint", contents=True)
     plan.file(target, "-o/--output")
-    result = run(source, target, kind=kind, backbone=backbone)
+    result = run(source, target, kind=kind, backbone=backbone, checkpoint=checkpoint)
     Console().print(f"wrote [bold]{result.output}[/]: {result.summary}", highlight=False)

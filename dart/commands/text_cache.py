@@ -90,6 +90,12 @@ def build(
     if engines is not None:
         plan.inputs_from(stage_files, "engine file")
     plan.file(output, "-o/--output", existing="extend")
+    from dart.compat import is_torch_file
+
+    if output.is_file() and is_torch_file(output):
+        raise InputError(f"'{output}' is a DART research text cache; dart reads such files but never writes into "
+                         f"them: convert it (dart convert {output} --checkpoint CKPT -o text.safetensors) or give "
+                         "another -o.")
     if output.is_file():
         existing = read_cache_info(output)  # a damaged or foreign file is refused before the model loads
         if fingerprint is not None and existing["fingerprint"] != fingerprint:

@@ -1,4 +1,9 @@
-"""The DART research code's (mkturkcan/DART) distilled student backbones.
+"""The DART research code's (mkturkcan/DART) distilled student backbones and text caches.
+
+A DART text cache (``--text-cache classes.pt`` of its demos, ``scripts/build_coco_engine.py``) is a ``torch.save``
+dict ``{"class_names": [...], "text": [T, N, D], "mask": [N, T]}``: Meta's text features, sequence first, and
+Meta's mask, True on padding. It records no model; :class:`dart.text_cache.TextCache` checks it against the
+model's own text encoder before using it.
 
 A DART student checkpoint (``adapter_epochN.pt``, ``adapter_final.pt``, ``distilled/repvit_m2_3_distilled.pt``) is
 a ``torch.save`` dict with ``student_state_dict``, the whole student: a timm network built with
@@ -125,3 +130,25 @@ def read_dart_student(path: str | Path, backbone: str | None = None) -> tuple[di
     if isinstance(ckpt.get("mask_blocks"), str) and ckpt["mask_blocks"]:
         meta["teacher_mask_blocks"] = ckpt["mask_blocks"]
     return meta, state
+
+
+TEXT_WHAT = "DART text cache"
+
+
+def is_dart_text_cache(ckpt: Any) -> bool:
+    return isinstance(ckpt, dict) and {"class_names", "text", "mask"} <= set(ckpt)
+
+
+def read_dart_text_cache(path: str | Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """``(names, features [N, T, D], mask [N, T] True on tokens)`` of a DART text cache (see the module
+    docstring); a file of another shape is one sentence."""
+    ckpt = read_torch_file(path, TEXT_WHAT)
+    names = require(ckpt, "class_names", path, TEXT_WHAT, list)
+    text = require(ckpt, "text", path, TEXT_WHAT, torch.Tensor)
+    mask = require(ckpt, "mask", path, TEXT_WHAT, torch.Tensor)
+    if text.dim() != 3 or mask.dim() != 2 or text.shape[1] != len(names) or tuple(mask.shape) != (len(names),
+                                                                                                    text.shape[0]):
+        raise CheckpointError(f"{TEXT_WHAT} '{path}' holds text {list(text.shape)} and mask {list(mask.shape)} for "
+                              f"{len(names)} classes; a DART cache holds text [tokens, classes, width] and mask "
+                              "[classes, tokens].")
+    return [str(n) for n in names], text.transpose(0, 1).float().contiguous(), ~mask.bool()
