@@ -207,3 +207,52 @@ def test_a_dart_research_text_cache_is_read_checked_and_converted(meta, tmp_path
         Detector(tiny_backend, ["person"], text_cache=path)
     with pytest.raises(CacheError, match="records no model"):
         TextCache("x", path).get(["person"], None)
+
+
+def test_a_dart_research_pruned_checkpoint_converts_to_a_self_pruning_dart_checkpoint(meta, tmp_path):
+    """A pruned checkpoint saved the way DART's prune trainer saves one (Meta's vision-backbone state with the
+    removed block and branch taken out, ``skip_blocks``, ``mask_blocks``), converted over the sam3.pt it was pruned
+    from, loads as a dart pruned checkpoint whose backbone equals the one assembled directly: the full model, DART's
+    weights over it through the Meta key map, the same pruning."""
+    from dart.compat.convert import convert
+    from dart.errors import CheckpointError
+    from dart.models.meta_keymap import convert_meta_state_dict
+    from dart.pruning import PruneSpec, apply_pruning
+    from dart.stages import BackboneStage
+
+    bpe = installed_bpe_vocab()
+    source = meta["loaded"].source
+    vision = {k: v.clone() for k, v in meta["model"].backbone.vision_backbone.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    for key, value in vision.items():  # self-distillation moved the kept weights: the test must see which are used
+        if value.is_floating_point() and key.startswith(("trunk.blocks.", "convs.")):
+            value.add_(torch.randn(value.shape, generator=generator) * 0.02)
+    removed = [k for k in vision if k.startswith("trunk.blocks.2.")
+               or (k.startswith("trunk.blocks.1.") and any(s in k for s in (".mlp.", ".norm2.", ".ls2.")))]
+    for key in removed:
+        del vision[key]
+    path = tmp_path / "pruned_2blocks.pt"
+    torch.save({"epoch": 2, "loss": 0.05, "mask_blocks": "1:mlp", "skip_blocks": [2], "pruned_state_dict": vision,
+                "removed_keys": removed}, path)
+    with pytest.raises(CheckpointError, match="DART research pruned checkpoint.*dart convert"):
+        load_sam3(path, imgsz=IMGSZ, tokenizer=bpe)
+    out = convert(path, tmp_path / "pruned", checkpoint=load_sam3(source, imgsz=IMGSZ, tokenizer=bpe))
+    converted = load_sam3(out.output, imgsz=IMGSZ, tokenizer=bpe)
+    spec = PruneSpec.parse([2], "1:mlp")
+    assert converted.model.dart_prune_spec == spec
+    reference = load_sam3(source, imgsz=IMGSZ, tokenizer=bpe).model
+    reference.load_state_dict(convert_meta_state_dict({"backbone.vision_backbone." + k: v for k, v in vision.items()}),
+                              strict=False)
+    apply_pruning(reference, spec)
+    pixels = preprocess([to_rgb(meta["image"])], IMGSZ)
+    with torch.inference_mode():
+        got = BackboneStage(converted.model).eval()(pixels)
+        expected = BackboneStage(reference).eval()(pixels)
+        original = BackboneStage(meta["loaded"].model).eval()(pixels)
+    for g, e, o in zip(got, expected, original):
+        assert torch.equal(g, e)
+        assert rel(g, o) > 1e-3  # DART's weights, not the base checkpoint's
+    bad = {**vision, "trunk.blocks.2.attn.qkv.weight": vision["trunk.blocks.0.attn.qkv.weight"]}
+    torch.save({"mask_blocks": "1:mlp", "skip_blocks": [2], "pruned_state_dict": bad}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="belongs to a block its pruning .* removes"):
+        convert(tmp_path / "bad.pt", tmp_path / "bad", checkpoint=load_sam3(source, imgsz=IMGSZ, tokenizer=bpe))

@@ -5,7 +5,10 @@ Formats (found from the file's contents, not its name):
 - a DART research student checkpoint (``student_state_dict``) -> a dart student checkpoint
   (``--student-weights``), with the backbone found or given (:mod:`dart.compat.dart_research`);
 - a DART research text cache (``class_names``, ``text``, ``mask``) -> a dart text cache, checked against the
-  checkpoint's text encoder and stamped with its fingerprint (it needs ``checkpoint``).
+  checkpoint's text encoder and stamped with its fingerprint (it needs ``checkpoint``);
+- a DART research pruned checkpoint (``pruned_state_dict``, ``skip_blocks``, ``mask_blocks``) -> a dart pruned
+  checkpoint folder (``--checkpoint FOLDER`` prunes itself on load): the SAM3 ``checkpoint`` it was trained from,
+  with DART's vision weights loaded over it strictly and its blocks removed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import Any
 
 from dart.errors import CheckpointError
 
-FORMATS = {"dart-student": "DART research student checkpoint", "dart-text-cache": "DART research text cache"}
+FORMATS = {"dart-student": "DART research student checkpoint", "dart-text-cache": "DART research text cache",
+           "dart-pruned": "DART research pruned checkpoint"}
+FOLDER_OUTPUTS = ("dart-pruned",)  # kinds written as a checkpoint folder, not one file
 
 
 @dataclass
@@ -29,7 +34,7 @@ class Converted:
 def detect_format(path: str | Path) -> str:
     """Which foreign format ``path`` holds (a key of :data:`FORMATS`); anything else is one sentence."""
     from dart.compat import is_torch_file, read_torch_file
-    from dart.compat.dart_research import is_dart_student, is_dart_text_cache
+    from dart.compat.dart_research import is_dart_pruned, is_dart_student, is_dart_text_cache
 
     path = Path(path)
     if not path.is_file():
@@ -41,13 +46,15 @@ def detect_format(path: str | Path) -> str:
         return "dart-student"
     if is_dart_text_cache(ckpt):
         return "dart-text-cache"
+    if is_dart_pruned(ckpt):
+        return "dart-pruned"
     keys = ", ".join(sorted(map(str, ckpt))[:6]) if isinstance(ckpt, dict) else type(ckpt).__name__
     raise CheckpointError(f"'{path}' is none of the formats dart converts ({', '.join(FORMATS.values())}); it holds "
                           f"{keys}.")
 
 
 def default_name(path: str | Path, kind: str) -> str:
-    return f"{Path(path).stem}.safetensors"
+    return Path(path).stem if kind in FOLDER_OUTPUTS else f"{Path(path).stem}.safetensors"
 
 
 def convert(path: str | Path, output: str | Path, *, kind: str | None = None, backbone: str | None = None,
@@ -58,6 +65,8 @@ def convert(path: str | Path, output: str | Path, *, kind: str | None = None, ba
     output = Path(output)
     if kind == "dart-text-cache":
         return _convert_text_cache(path, output, checkpoint)
+    if kind == "dart-pruned":
+        return _convert_pruned(path, output, checkpoint)
     if kind == "dart-student":
         from dart.compat.dart_research import read_dart_student
         from dart.students.model import write_student_checkpoint
@@ -85,3 +94,44 @@ def _convert_text_cache(path: str | Path, output: Path, checkpoint: Any) -> Conv
     cache.save()
     return Converted("dart-text-cache", output, f"{len(cache.entries)} classes for model {loaded.fingerprint}: use it "
                                                 f"with --text-cache {output}")
+
+
+def _convert_pruned(path: str | Path, output: Path, checkpoint: Any) -> Converted:
+    from dart.errors import InputError
+    from dart.models.loading import LoadedSam3, load_sam3
+    from dart.pruning import apply_pruning
+    from dart.pruning.checkpoint import expected_missing, save_pruned
+    from dart.compat.dart_research import PRUNED_WHAT, read_dart_pruned
+
+    if checkpoint is None:
+        raise InputError(f"'{path}' is a DART pruned checkpoint, which holds only the ViT: pass --checkpoint with the "
+                         "SAM3 checkpoint it was pruned from (the rest of the model comes from it).")
+    loaded = checkpoint if isinstance(checkpoint, LoadedSam3) else load_sam3(checkpoint)
+    model = loaded.model
+    if getattr(model, "dart_prune_spec", None):
+        raise InputError(f"--checkpoint {loaded.source} is already pruned; give the full SAM3 checkpoint.")
+    num_blocks = len(model.vision_encoder.backbone.layers)
+    spec, state = read_dart_pruned(path, num_blocks)
+    mine = model.state_dict()
+    unexpected = sorted(k for k in state if k not in mine)
+    shaped = sorted(k for k in state if k in mine and tuple(state[k].shape) != tuple(mine[k].shape))
+    vision = {k for k in mine if k.startswith("vision_encoder.") and "position_ids" not in k}
+    fpn_unused = {k for k in vision if k.startswith("vision_encoder.neck.fpn_layers.3.")}  # never stored by DART
+    # DART also drops the norm in front of a skipped branch, which then has no input: it may be absent too
+    norms = {f"vision_encoder.backbone.layers.{b}.layer_norm{1 if branch == 'attn' else 2}."
+             for b, branch in spec.mask_blocks}
+    unused = {k for k in vision if k.startswith(tuple(norms))} if norms else set()
+    missing = sorted(vision - set(state) - expected_missing(model, spec) - fpn_unused - unused)
+    removed = sorted(set(state) & expected_missing(model, spec))
+    for problem, keys in (("is not in this SAM3 model", unexpected), ("has another shape here", shaped),
+                          ("is missing (and not removed by its pruning)", missing),
+                          (f"belongs to a block its pruning ({spec}) removes", removed)):
+        if keys:
+            raise CheckpointError(f"{PRUNED_WHAT} '{path}' does not fit --checkpoint {loaded.source}: '{keys[0]}' "
+                                  f"{problem}.")
+    model.load_state_dict(state, strict=False)  # every key checked above; the rest stays the base checkpoint's
+    apply_pruning(model, spec)
+    save_pruned(model, output, tokenizer_source=loaded.source if Path(str(loaded.source)).is_dir() else None,
+                source=f"DART research pruned checkpoint {Path(path).name} over {loaded.source}")
+    return Converted("dart-pruned", output, f"SAM3 pruned {spec} ({len(state)} vision tensors from {Path(path).name}): "
+                                            f"use it with --checkpoint {output}")

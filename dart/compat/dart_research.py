@@ -1,4 +1,10 @@
-"""The DART research code's (mkturkcan/DART) distilled student backbones and text caches.
+"""The DART research code's (mkturkcan/DART) distilled students, self-distilled pruned ViTs and text caches.
+
+A DART pruned checkpoint (``distilled/pruned_16blocks.pt``, ``pruned_final.pt``; ``sam3/distillation/
+prune_trainer.py``) is a ``torch.save`` dict with ``pruned_state_dict`` (Meta's vision backbone, keys relative to
+``backbone.vision_backbone``: ``trunk.*`` and ``convs.*``, with the weights of removed blocks and skipped branches
+taken out), ``skip_blocks`` (a list) and ``mask_blocks`` (``"25:attn,28:mlp"``, dart's own form). It holds only the
+ViT and its FPN; the rest comes from the SAM3 checkpoint it was trained from.
 
 A DART text cache (``--text-cache classes.pt`` of its demos, ``scripts/build_coco_engine.py``) is a ``torch.save``
 dict ``{"class_names": [...], "text": [T, N, D], "mask": [N, T]}``: Meta's text features, sequence first, and
@@ -152,3 +158,38 @@ def read_dart_text_cache(path: str | Path) -> tuple[list[str], torch.Tensor, tor
                               f"{len(names)} classes; a DART cache holds text [tokens, classes, width] and mask "
                               "[classes, tokens].")
     return [str(n) for n in names], text.transpose(0, 1).float().contiguous(), ~mask.bool()
+
+
+PRUNED_WHAT = "DART pruned checkpoint"
+VISION_PREFIX = "backbone.vision_backbone."
+
+
+def is_dart_pruned(ckpt: Any) -> bool:
+    return isinstance(ckpt, dict) and isinstance(ckpt.get("pruned_state_dict"), dict)
+
+
+def read_dart_pruned(path: str | Path, num_blocks: int | None = None):
+    """``(spec, state)`` of a DART pruned checkpoint: its :class:`~dart.pruning.PruneSpec` and its vision weights
+    renamed to ``transformers``' ``Sam3Model`` keys (through dart's Meta key map)."""
+    from dart.errors import InputError
+    from dart.models.meta_keymap import convert_meta_state_dict
+    from dart.pruning import PruneSpec
+
+    ckpt = read_torch_file(path, PRUNED_WHAT)
+    raw = require(ckpt, "pruned_state_dict", path, PRUNED_WHAT)
+    skip = ckpt.get("skip_blocks") or []
+    masks = ckpt.get("mask_blocks") or ""
+    try:
+        spec = PruneSpec.parse(list(skip), masks, num_blocks)
+    except InputError as exc:
+        raise CheckpointError(f"{PRUNED_WHAT} '{path}': {exc}") from exc
+    outside = [k for k in raw if not str(k).startswith(("trunk.", "convs.", "sam2_convs."))]
+    if outside:
+        raise CheckpointError(f"{PRUNED_WHAT} '{path}' has the key '{outside[0]}', which is not in SAM3's vision "
+                              "backbone (trunk.*, convs.*); dart reads the files DART's prune trainer saves.")
+    meta_keys = {VISION_PREFIX + str(k): v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    try:
+        state = convert_meta_state_dict(meta_keys)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{PRUNED_WHAT} '{path}': {exc}") from exc
+    return spec, state

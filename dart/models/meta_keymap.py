@@ -220,6 +220,13 @@ def extract_meta_state_dict(obj: object) -> dict[str, torch.Tensor]:
     """The state dict inside a loaded ``sam3.pt``: the object itself, or what it nests under ``"model"``."""
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
+    if isinstance(obj, Mapping) and isinstance(obj.get("pruned_state_dict"), Mapping):
+        raise MetaCheckpointError("this is a DART research pruned checkpoint, which holds only the ViT: convert it "
+                                  "once with the SAM3 checkpoint it was pruned from, `dart convert FILE.pt "
+                                  "--checkpoint sam3.pt -o pruned/`, then pass --checkpoint pruned/.")
+    if isinstance(obj, Mapping) and isinstance(obj.get("student_state_dict"), Mapping):
+        raise MetaCheckpointError("this is a DART research student checkpoint: pass it as --student-weights (with "
+                                  "--checkpoint naming the SAM3 checkpoint for the rest of the model).")
     if not isinstance(obj, Mapping) or not obj:
         raise MetaCheckpointError("the checkpoint holds no state dict (a dict of tensors, maybe under 'model').")
     not_tensors = [str(key) for key, value in obj.items() if not isinstance(value, torch.Tensor)]
