@@ -345,8 +345,9 @@ def test_video_uses_boxes_on_its_first_frame(tmp_path, tiny_backend):
     det = Detector(tiny_backend, {"red": Prompt(boxes=[(20, 15, 80, 45)]), "person": "person"}, conf=0.0,
                    max_det=5)
     assert det.has_in_image_exemplars
-    jsonl = tmp_path / "dets.jsonl"
-    result = run_video(det, str(frames), save_jsonl=jsonl, sequential=True, progress=False)
+    jsonl, video = tmp_path / "dets.jsonl", tmp_path / "out.avi"
+    result = run_video(det, str(frames), save_jsonl=jsonl, output=video, sequential=True, progress=False)
+    assert video.is_file() and video.stat().st_size > 0
     assert result.frames == 3 and not det.has_in_image_exemplars  # anchored on frame 0
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     # frame 0 with the anchored tokens equals frame 0 with in-image boxes; later frames keep frame 0's tokens

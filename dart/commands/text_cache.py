@@ -133,7 +133,8 @@ def show(cache: Annotated[Path, typer.Argument(help="A text cache file.")]) -> N
     from dart.text_cache import read_cache_info
 
     info = read_cache_info(cache)
-    table = Table(title=f"{cache}: model {info['fingerprint']}, dart {info['dart_version']}", title_justify="left")
+    made_by = info.get("source") or f"model {info['fingerprint']}, dart {info['dart_version']}"
+    table = Table(title=f"{cache}: {made_by}", title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("prompt")
     for i, name in enumerate(info["classes"]):

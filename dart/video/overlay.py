@@ -25,10 +25,11 @@ class TrackOverlay:
         self._points: dict[int, deque[tuple[int, int]]] = {}
         self._last_seen: dict[int, int] = {}
 
-    def draw(self, image: np.ndarray, dets: Detections) -> np.ndarray:
+    def draw(self, image: np.ndarray, dets: Detections, exemplars=()) -> np.ndarray:
+        """``exemplars``: exemplar boxes drawn on this frame, ``(xyxy, positive, class_id)`` (shown dashed)."""
         self.frame += 1
         tracked = dets.track_ids is not None
-        out = annotate(image, dets, color_by_track=tracked)
+        out = annotate(image, dets, color_by_track=tracked, exemplars=exemplars)
         if not tracked or self.trail <= 0:
             return out
         for i, tid in enumerate(dets.track_ids.tolist()):

@@ -110,6 +110,7 @@ class FrameSink:
         self.frames = 0
         self.detections = 0
         self.track_ids: set[int] = set()
+        self.first_frame_marks: list = []  # exemplar boxes drawn on the first frame, shown dashed on it
 
     def handle(self, frame: Frame, dets: Detections) -> bool:
         """Process one frame; False when the user asked to stop (q / Esc, or the callback returned False)."""
@@ -130,7 +131,7 @@ class FrameSink:
                     self.mot.write(frame.index, dets)
         if self.overlay is not None:
             with self.timer("draw"):
-                drawn = self.overlay.draw(frame.image, dets)
+                drawn = self.overlay.draw(frame.image, dets, self.first_frame_marks if self.frames == 1 else ())
             if self.video:
                 with self.timer("write"):
                     self.video.write(drawn)
@@ -311,7 +312,9 @@ def run_video(
     """
     if not isinstance(source, VideoSource):
         source = open_source(source)
+    marks = []
     if getattr(detector, "has_in_image_exemplars", False):
+        marks = detector.exemplar_marks()  # the boxes as drawn on the first frame, before they become its tokens
         source = _FirstFrameExemplars(source, detector)  # type: ignore[assignment]
     mode = "sequential" if sequential else "pipelined"
     result = VideoResult(source=source.name, mode=mode)
@@ -323,6 +326,7 @@ def run_video(
     except BaseException:
         source.close()
         raise
+    sink.first_frame_marks = marks
     previous_timer, detector.timer = detector.timer, StageTimer()
     stop = threading.Event()
     workers: list[_Worker] = []
