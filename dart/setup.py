@@ -315,6 +315,19 @@ class Setup:
                              "trained with `dart distill --phase adapter`).")
 
 
+OPTION_KEYS = ("checkpoint", "tokenizer", "backbone", "student_weights", "skip_blocks", "mask_blocks", "prune_spec",
+               "backend", "engines", "backbone_engine", "encdec_engine", "imgsz", "precision", "device", "compile",
+               "max_classes", "text_cache", "prompt_mode")
+
+
+def setup_from_options(options: dict[str, Any]) -> Setup:
+    """The :class:`Setup` a command's model flags describe (flags the command lacks keep their defaults),
+    validated before any weights load."""
+    setup = Setup(**{key: options[key] for key in OPTION_KEYS if key in options})
+    setup.validate(None)
+    return setup
+
+
 def seed_random_text(detector: Detector, names: list[str], seed: int = 0) -> None:
     """Fill the detector's text cache with fixed random text features for ``names`` (synthetic weights have no
     meaningful text encoder, and speed does not depend on the values)."""

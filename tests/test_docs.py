@@ -25,7 +25,7 @@ README_MAX_LINES = 250
 PAGES = {"detect": "detect.md", "video": "video.md", "track": ("track.md", "video.md"), "export": "export.md", "build": "build.md",
          "text-cache": "text-cache.md", "precision": "precision.md", "prune": "prune.md", "distill": "distill.md",
          "eval": "eval.md", "bench": "bench.md", "recipe": "recipe.md", "plugins": "plugins.md",
-         "convert": "convert.md"}
+         "convert": "convert.md", "serve": "serve.md"}
 
 
 def root_group():

@@ -66,18 +66,13 @@ MaxTimeLost = Annotated[int, typer.Option(
 TRACK_DEFAULTS = {"tracker": "bytetrack", "track_thresh": 0.5, "match_thresh": 0.5, "max_time_lost": 30}
 
 
-SETUP_KEYS = ("checkpoint", "tokenizer", "backbone", "student_weights", "skip_blocks", "mask_blocks", "prune_spec",
-              "backend", "engines", "backbone_engine", "encdec_engine", "imgsz", "precision", "device", "compile",
-              "max_classes", "text_cache", "prompt_mode")
 
 
 def video_setup(**o: Any):
     """The :class:`~dart.setup.Setup` the flags describe, validated (no weights loaded)."""
-    from dart.setup import Setup
+    from dart.setup import setup_from_options
 
-    setup = Setup(**{key: o[key] for key in SETUP_KEYS})
-    setup.validate(None)
-    return setup
+    return setup_from_options(o)
 
 
 def build_detector(console: Console, setup, names: list[str], **o: Any):
