@@ -3,6 +3,8 @@
 - ``POST /v1/detect`` (multipart): ``image`` (a file) or ``url`` (only when the server allows URLs), ``classes``
   (comma-separated entries, as ``--classes``; default: the server's vocabulary), ``conf``, ``nms``, ``masks``.
   Answers exactly the JSON ``dart detect`` writes for an image (``image`` is the upload's file name).
+- ``GET /``: a page to try it in a browser (pick or drop an image, type classes, move the threshold, download the
+  JSON; plain HTML and JavaScript, ``page.html``);
 - ``GET /v1/health``: ``{"status": "ok"}`` (no key needed); ``GET /v1/info``: model fingerprint, backend, device,
   precision, image size, default classes and the server's limits.
 - Errors are ``{"error": "one sentence"}``: 400 for a bad image, 401 for a missing or wrong API key, 413 for an
@@ -107,6 +109,14 @@ def create_app(detector: Any, config: ServeConfig | None = None):
         if not hmac.compare_digest(given.encode(), config.api_key.encode()):
             raise _Refused(401, "this server needs its API key: send it as the X-API-Key header (or Authorization: "
                                 "Bearer KEY).")
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        from importlib.resources import files
+
+        from fastapi.responses import HTMLResponse
+
+        return HTMLResponse((files("dart.serve") / "page.html").read_text(encoding="utf-8"))
 
     @app.get("/v1/health")
     async def health() -> dict[str, str]:
