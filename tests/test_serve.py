@@ -175,3 +175,22 @@ def test_dart_serve_runs_on_loopback_and_answers_like_the_detector(tmp_path, tin
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
     assert "serving on http://127.0.0.1:" in out and "Traceback" not in out
+
+
+def test_the_load_test_loses_nothing_and_mixes_no_answers(tiny_backend):
+    """Short and bounded: 4 clients for 3 s (at most 24 requests) against the real server on loopback; every answer
+    is checked against a direct Detector call on its own image."""
+    from dart.serve.loadtest import run_load
+    from tests.serve_helpers import running_server
+
+    images = [make_image(90, 160, seed=s) if s % 2 else make_image(100, 120, seed=s) for s in range(4)]
+    expected = [direct(tiny_backend, image)["detections"] for image in images]
+    app = create_app(Detector(tiny_backend), ServeConfig(classes=CLASSES, conf=0.2, max_batch=4, max_wait_ms=10))
+    with running_server(app) as url:
+        report = run_load(url, [(f"im{i}.png", png(im)) for i, im in enumerate(images)], expected, clients=4,
+                          seconds=3.0, max_requests=24)
+    summary = report.summary()
+    assert report.failed == 0 and report.mismatched == 0, summary
+    assert report.ok + report.busy == report.requests > 0 and summary["p99_ms"] >= summary["p50_ms"] > 0
+    with pytest.raises(ValueError, match="this machine only"):
+        run_load("http://10.1.2.3:8000", [], [], seconds=0.1)

@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -35,21 +32,10 @@ CLASSES = ["person", "car", "dog"]
 
 @pytest.fixture()
 def server(tiny_backend):
-    import uvicorn
+    from tests.serve_helpers import running_server
 
-    app = create_app(Detector(tiny_backend), ServeConfig(classes=CLASSES))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(Detector(tiny_backend), ServeConfig(classes=CLASSES))) as url:
+        yield url
 
 
 @pytest.fixture()
