@@ -204,6 +204,9 @@ CASES = [
          "exemplar boxes on the detected image run on the PyTorch backend"),
     Case("exemplar-video-first-frame", "video clip.avi -e 20,15,80,45=w -c person -m ck {m} --max-frames 3 "
          "--save-jsonl d.jsonl --conf 0", 0, "3 frames"),
+    # ------------------------------------------------------------------ serve: refused before it listens
+    Case("serve-damaged-checkpoint", "serve -c person -m bad {m} --port 0", 3, "cannot be loaded"),
+    Case("serve-exemplar-missing-image", "serve -e nothere.jpg:1,1,9,9=w -m bad {m}", 2, "nothere.jpg' does not exist"),
     # ------------------------------------------------------------------ convert
     Case("convert-not-a-weight-file", "convert photos/im0.jpg -o w", 3, "'photos/im0.jpg' is not a PyTorch file"),
     Case("convert-student-weights-not-a-student", "detect photos -c person -o out -m ck {m} --student-weights "

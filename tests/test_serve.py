@@ -194,3 +194,17 @@ def test_the_load_test_loses_nothing_and_mixes_no_answers(tiny_backend):
     assert report.ok + report.busy == report.requests > 0 and summary["p99_ms"] >= summary["p50_ms"] > 0
     with pytest.raises(ValueError, match="this machine only"):
         run_load("http://10.1.2.3:8000", [], [], seconds=0.1)
+
+
+def test_a_failing_detector_is_a_500_with_a_sentence_and_the_server_keeps_serving(client, tiny_backend):
+    detector = client.app.state.detector
+    original = detector.detect_batch
+    detector.detect_batch = lambda images: (_ for _ in ()).throw(RuntimeError("out of memory"))
+    try:
+        res = client.post("/v1/detect", files={"image": ("x.png", png(make_image()), "image/png")})
+    finally:
+        detector.detect_batch = original
+    assert res.status_code == 500 and "the detector failed on this image (RuntimeError: out of memory)" in \
+        res.json()["error"]
+    again = client.post("/v1/detect", files={"image": ("x.png", png(make_image()), "image/png")})
+    assert again.status_code == 200

@@ -151,6 +151,8 @@ def create_app(detector: Any, config: ServeConfig | None = None):
             dets = await asyncio.wrap_future(future)
         except DartError as exc:
             raise _Refused(422 if isinstance(exc, InputError) else 500, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - the client gets a sentence; the server keeps serving
+            raise _Refused(500, f"the detector failed on this image ({type(exc).__name__}: {exc}).") from None
         vocab = parse_vocabulary(names)  # from the request: the detector may hold another vocabulary by now
         prompts = None
         if not vocab.plain:
