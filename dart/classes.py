@@ -69,6 +69,22 @@ class Vocabulary:
             return list(self.prompts)
         return [text if ex is None else ex.describe() for text, ex in zip(self.prompts, self.exemplars)]
 
+    @property
+    def class_labels(self) -> dict[str, list[str]] | None:
+        """``{class: [its prompts as written]}`` where some class has prompts or exemplars (what result files
+        record beside the classes), else None."""
+        if self.plain:
+            return None
+        out: dict[str, list[str]] = {name: [] for name in self.names}
+        for label, index in zip(self.labels, self.prompt_class):
+            out[self.names[index]].append(label)
+        return out
+
+    @property
+    def in_image(self) -> dict[int, Prompt]:
+        """Prompt index -> exemplar whose boxes are on the image being detected (no reference image)."""
+        return {i: ex for i, ex in enumerate(self.exemplars) if ex is not None and ex.in_image}
+
 
 PromptLike = str | Prompt
 
@@ -193,15 +209,11 @@ def resolve_classes(classes: list[str] | None = None, classes_file: str | Path |
 def exemplar_images(entries: Sequence[str]) -> list[Path]:
     """The reference images the exemplar entries read (so that no output may replace one); one that is missing
     is refused now, before any model loads."""
-    paths = []
-    for entry in entries:
-        if isinstance(entry, str) and is_exemplar_entry(entry):
-            image = parse_exemplar(entry)[1].image
-            if image is not None:
-                if not Path(image).is_file():
-                    raise InputError(f"exemplar image '{image}' does not exist"
-                                     f"{' (it is a folder)' if Path(image).is_dir() else ''}.")
-                paths.append(Path(image))
+    paths = [Path(ex.image) for ex in parse_vocabulary(list(entries)).exemplars
+             if ex is not None and isinstance(ex.image, (str, Path))]
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"exemplar image '{path}' does not exist{' (it is a folder)' if path.is_dir() else ''}.")
     return paths
 
 

@@ -99,7 +99,6 @@ class Detector:
         self._labels: list[str] = []  # each prompt as written, when some class has prompts or exemplars
         self._in_image: dict[int, Prompt] = {}  # prompt index -> exemplar whose boxes are on the detected image
         self._tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # prompt tokens from reference images [P, G, D]
-        self._reference_tokens: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # computed once per image+boxes
         if classes is not None:
             self.set_classes(classes)
 
@@ -213,12 +212,7 @@ class Detector:
     @property
     def class_prompts(self) -> dict[str, list[str]] | None:
         """``{class: [its prompts as written]}`` where some class has prompts or exemplars, else None."""
-        if not self._labels or self._vocab is None:
-            return None
-        out: dict[str, list[str]] = {name: [] for name in self._classes}
-        for label, index in zip(self._labels, self._vocab.prompt_class):
-            out[self._classes[index]].append(label)
-        return out
+        return None if self._vocab is None else self._vocab.class_labels
 
     @property
     def prompt_labels(self) -> list[str]:
@@ -244,7 +238,7 @@ class Detector:
         encode = self.backend.encode_text if self.backend.has_text_encoder else None
         with self.timer("text"):
             self._text = self.text_cache.get(vocab.prompts, encode)
-        in_image = {i: ex for i, ex in enumerate(vocab.exemplars) if ex is not None and ex.in_image}
+        in_image = vocab.in_image
         with self.timer("exemplars"):
             tokens = self._exemplar_tokens(vocab)
         self._vocab = vocab
@@ -307,7 +301,8 @@ class Detector:
 
     def _exemplar_tokens(self, vocab) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Prompt tokens ``([P, G, D], mask [P, G])`` of the exemplars drawn on reference images, computed on each
-        image's own features (rows of other prompts are all padding); None when there are none."""
+        image's own features once and kept in the text cache (rows of other prompts are all padding); None when
+        there are none."""
         found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for index, prompt in enumerate(vocab.exemplars):
             if prompt is None or prompt.in_image:
@@ -316,15 +311,13 @@ class Detector:
             height, width = rgb.shape[:2]
             prompt.check_inside(height, width, f"its reference image '{prompt.describe().rpartition(':')[0]}'")
             key = exemplar_key(image_digest(rgb), prompt, self.backend.imgsz)
-            if key not in self._reference_tokens:
-                cached = self.text_cache.exemplar(key)
-                if cached is None:
-                    boxes, labels = normalized_boxes(prompt, height, width)
-                    features = self.backend.backbone(preprocess([rgb], self.backend.imgsz, self.backend.device))
-                    cached = self.backend.exemplar_tokens(features, torch.from_numpy(boxes), torch.from_numpy(labels))
-                    self.text_cache.add_exemplar(key, *cached)
-                self._reference_tokens[key] = cached
-            found[index] = self._reference_tokens[key]
+            cached = self.text_cache.exemplar(key)
+            if cached is None:
+                boxes, labels = normalized_boxes(prompt, height, width)
+                features = self.backend.backbone(preprocess([rgb], self.backend.imgsz, self.backend.device))
+                cached = self.backend.exemplar_tokens(features, torch.from_numpy(boxes), torch.from_numpy(labels))
+                self.text_cache.add_exemplar(key, *cached)
+            found[index] = cached
         self.text_cache.save()
         if not found:
             return None

@@ -166,6 +166,7 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
     def wrote(path: Path) -> None:
         result.written.append(path)
 
+    prompts = getattr(detector, "class_prompts", None)  # each class's prompts as written, for every JSON
     try:
         if save_txt:
             write_class_names(output / "labels" / "classes.txt", detector.classes)
@@ -187,7 +188,7 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
                 for (path, stem, image), dets in zip(loaded, all_dets):
                     if save_json:
                         write_json(output / f"{stem}.json", result_json(path, image.shape[:2], detector.classes, dets,
-                                                                        getattr(detector, "class_prompts", None)))
+                                                                        prompts))
                         wrote(output / f"{stem}.json")
                     if save_image:
                         marks = detector.exemplar_marks(path) if hasattr(detector, "exemplar_marks") else ()

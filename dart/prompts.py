@@ -37,6 +37,7 @@ from dart.errors import InputError
 
 VISUAL_TEXT = "visual"  # the text a box-only prompt reads (Meta's Sam3Processor.add_geometric_prompt)
 PAD_LABEL = -10  # transformers' Sam3Model: a box label of -10 is padding
+DEFAULT_EXEMPLAR_BOXES = 16  # boxes one exemplar prompt may hold in an exported encoder-decoder (+1 CLS token)
 Box = tuple[float, float, float, float]
 
 _NUMBER = r"\d+(?:\.\d*)?"

@@ -26,8 +26,9 @@ from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.sam3.modeling_sam3 import Sam3SinePositionEmbedding, box_cxcywh_to_xyxy, inverse_sigmoid
 
+from dart.prompts import PAD_LABEL
+
 FPN_LEVELS = 3
-PAD_LABEL = -10  # a padding box (transformers' Sam3Model convention)
 PROMPT_MODES = ("meta", "dart")  # text tokens + the geometry CLS token (Meta's SAM3), or text tokens alone (DART)
 
 
@@ -206,6 +207,16 @@ class EncDecStage(nn.Module):
         if not parts:
             return None
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+    def reference_tokens(self, fpn_1x: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt tokens of exemplar ``boxes [K, 4]`` (normalised cx, cy, w, h) with ``labels [K]`` on the one
+        image whose ``fpn_1x`` is given: ``(tokens [G, D] float32 cpu, mask [G] bool cpu)``, what the geometry
+        encoder gives that image for those boxes (used as fixed tokens on other images)."""
+        geometry = self.prompt_geometry(fpn_1x[:1], 1, boxes.to(fpn_1x.device)[None, None],
+                                        labels.to(fpn_1x.device)[None, None])
+        assert geometry is not None  # boxes always give geometry tokens
+        return geometry[0][0].float().cpu(), geometry[1][0].cpu()
 
     def forward(
         self,

@@ -88,7 +88,7 @@ class TextCache:
 
     def _load(self) -> None:
         assert self.path is not None
-        meta, names, features, mask = _read(self.path, tensors=True)
+        meta, names, features, mask, self.exemplars = _read(self.path, tensors=True)
         if meta.get("fingerprint") != self.fingerprint:
             raise CacheError(
                 f"text cache '{self.path}' was built for model {meta.get('fingerprint')}, not for this model "
@@ -96,7 +96,6 @@ class TextCache:
             )
         for i, name in enumerate(names):
             self.entries[name] = (features[i], mask[i].bool())
-        self.exemplars = _read_exemplars(self.path, meta)
 
     def missing(self, names: Sequence[str]) -> list[str]:
         return [n for n in names if n not in self.entries]
@@ -154,20 +153,23 @@ class TextCache:
         self.dirty = False
 
 
-def _read(path: Path, tensors: bool) -> tuple[dict[str, str], list[str], Any, Any]:
-    """``(metadata, names, features, mask)`` of a cache file (with ``tensors=False``: the features' shape and no
-    mask); a corrupt or foreign file is one :class:`CacheError` sentence."""
+def _read(path: Path, tensors: bool) -> tuple[dict[str, str], list[str], Any, Any, dict[str, Any]]:
+    """``(metadata, names, features, mask, exemplars)`` of a cache file, in one read (with ``tensors=False``: the
+    features' shape, no mask, no exemplar tokens); a corrupt or foreign file is one :class:`CacheError` sentence."""
     from safetensors import SafetensorError, safe_open
 
+    exemplars: dict[str, Any] = {}
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             if tensors:
                 features, mask = f.get_tensor("features"), f.get_tensor("mask")
+                for i, key in enumerate(json.loads(meta.get("exemplars", "[]"))):  # none in older files
+                    exemplars[key] = (f.get_tensor(f"exemplar.{i}.tokens"), f.get_tensor(f"exemplar.{i}.mask").bool())
             else:
                 features, mask = list(f.get_slice("features").get_shape()), None
         names = json.loads(meta.get("classes", "null"))
-    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise CacheError(
             f"text cache '{path}' is damaged or is not a dart text cache ({type(exc).__name__}); dart leaves it as it "
             "is: give --text-cache another file name (or, if it is an old cache of yours, delete it to rebuild it)."
@@ -176,21 +178,7 @@ def _read(path: Path, tensors: bool) -> tuple[dict[str, str], list[str], Any, An
     if meta.get("format") != FORMAT or not isinstance(names, list) or len(names) != count:
         raise CacheError(f"text cache '{path}' is not a {FORMAT} file; dart leaves it as it is: give --text-cache "
                          "another file name (or, if it is an old cache of yours, delete it to rebuild it).")
-    return meta, names, features, mask
-
-
-def _read_exemplars(path: Path, meta: dict[str, str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The exemplar tokens a cache file holds (none in files written before they existed)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        keys = json.loads(meta.get("exemplars", "[]"))
-        with safe_open(str(path), framework="pt") as f:
-            return {key: (f.get_tensor(f"exemplar.{i}.tokens"), f.get_tensor(f"exemplar.{i}.mask").bool())
-                    for i, key in enumerate(keys)}
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise CacheError(f"text cache '{path}' has damaged exemplar entries ({type(exc).__name__}); dart leaves it as "
-                         "it is: give --text-cache another file name (or delete it to rebuild it).") from exc
+    return meta, names, features, mask, exemplars
 
 
 def read_cache_info(path: str | Path) -> dict[str, object]:
@@ -206,7 +194,7 @@ def read_cache_info(path: str | Path) -> dict[str, object]:
         names, features, _ = read_dart_text_cache(path)
         return {"fingerprint": None, "classes": names, "dart_version": None, "shape": list(features.shape),
                 "exemplars": [], "source": "DART research code (no model recorded)"}
-    meta, names, shape, _ = _read(path, tensors=False)
+    meta, names, shape, _, _ = _read(path, tensors=False)
     try:
         exemplars = list(json.loads(meta.get("exemplars", "[]")))
     except (ValueError, TypeError):

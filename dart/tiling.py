@@ -87,7 +87,7 @@ def detect_tiled(detector, image: ImageInput, tile: int, *, overlap: float = DEF
         array = np.ascontiguousarray(to_rgb(image)[:, :, ::-1])
     height, width = array.shape[:2]
     grid = tile_grid(height, width, tile, overlap)
-    if len(grid) > 1 and getattr(detector, "_in_image", None):
+    if len(grid) > 1 and getattr(detector, "has_in_image_exemplars", False):
         raise InputError("exemplar boxes drawn on the detected image cannot be used with tiles (each tile is another "
                          "image); draw them on a reference image instead (--exemplar IMAGE:BOXES=NAME).")
     if len(grid) == 1:

@@ -207,6 +207,13 @@ CASES = [
     # ------------------------------------------------------------------ serve: refused before it listens
     Case("serve-damaged-checkpoint", "serve -c person -m bad {m} --port 0", 3, "cannot be loaded"),
     Case("serve-exemplar-missing-image", "serve -e nothere.jpg:1,1,9,9=w -m bad {m}", 2, "nothere.jpg' does not exist"),
+    Case("text-cache-in-image-exemplar", "text-cache build -e 20,15,80,45=w -o tc.safetensors -m bad {m}", 2,
+         "their tokens cannot be cached"),
+    # ------------------------------------------------------------------ DART text caches
+    Case("dart-text-cache-written-into", "text-cache build -c person -o dart.pt -m bad {m}", 2,
+         "dart reads such files but never writes into them", prep="dart_text_cache"),
+    Case("dart-text-cache-another-model", "detect photos -c person -o out -m ck {m} --text-cache dart.pt", 2,
+         "was made by another model than this one", prep="dart_text_cache"),
     # ------------------------------------------------------------------ convert
     Case("convert-not-a-weight-file", "convert photos/im0.jpg -o w", 3, "'photos/im0.jpg' is not a PyTorch file"),
     Case("convert-student-weights-not-a-student", "detect photos -c person -o out -m ck {m} --student-weights "
@@ -332,6 +339,14 @@ def snapshot(folder: Path) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ preps
 def prep_cd_photos(ws: Path) -> Path:
     return ws / "photos"
+
+
+def prep_dart_text_cache(ws: Path) -> None:
+    """A text cache as the DART research code saves one, of features no tiny model computes."""
+    import torch
+
+    torch.save({"class_names": ["person"], "text": torch.randn(32, 1, 32), "mask": torch.arange(32)[None] >= 4},
+               ws / "dart.pt")
 
 
 def prep_other_photos(ws: Path) -> None:

@@ -26,6 +26,7 @@ from dart.export.metadata import (
     check_stage,
     read_metadata,
 )
+from dart.prompts import DEFAULT_EXEMPLAR_BOXES
 from dart.pruning import PruneSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -151,9 +152,7 @@ class EngineBackend:
         given = tokens is not None and tokens_mask is not None and bool(tokens_mask.any())
         if not width:
             if given:
-                raise InputError(f"the encoder-decoder '{self.encdec_path}' was exported without exemplar inputs; "
-                                 "export it again (`dart export encdec`, --exemplar-boxes 16 is the default) to run "
-                                 "exemplar classes on it.")
+                self._require_token_input()
             return {}
         hidden = self.encdec_meta.hidden_size
         padded = torch.zeros(count, width, hidden)
@@ -197,10 +196,7 @@ class EngineBackend:
         """The prompt tokens of exemplar boxes on a reference image (see the PyTorch backend's): the engines
         computed its features; SAM3's geometry encoder comes from the checkpoint given for the text encoder (a
         text cache that already holds these tokens needs none)."""
-        if not self.prompt_tokens:
-            raise InputError(f"the encoder-decoder '{self.encdec_path}' was exported without exemplar inputs; export "
-                             "it again (`dart export encdec`, --exemplar-boxes 16 is the default) to run exemplar "
-                             "classes on it.")
+        self._require_token_input()
         if not self.has_text_encoder:
             from dart.errors import CacheError
 
@@ -212,10 +208,14 @@ class EngineBackend:
 
             self._text_encoder()  # loads (and checks) the checkpoint
             self._geometry_stage = EncDecStage(self._loaded, self.imgsz, self.prompt_mode).eval()
-        geometry = self._geometry_stage.prompt_geometry(features[-1][:1].float().cpu(), 1, boxes[None, None],
-                                                        labels[None, None])
-        assert geometry is not None
-        return geometry[0][0].float().cpu(), geometry[1][0].cpu()
+        return self._geometry_stage.reference_tokens(features[-1].float().cpu(), boxes, labels)
+
+    def _require_token_input(self) -> None:
+        """Refuse exemplar classes on an encoder-decoder exported without the prompt-token input."""
+        if not self.prompt_tokens:
+            raise InputError(f"'{self.encdec_path}' takes text classes only: export the encoder-decoder again "
+                             f"(`dart export encdec`, which takes exemplars of up to {DEFAULT_EXEMPLAR_BOXES} boxes by "
+                             "default) to run exemplar classes on it.")
 
     def masks(self, features: tuple[torch.Tensor, ...], state: dict[str, torch.Tensor], text: torch.Tensor,
               text_mask: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:

@@ -105,11 +105,7 @@ class TorchBackend:
         whose ``features`` are given (one image): ``(tokens [G, D] float32 cpu, mask [G] bool cpu)``, what the
         geometry encoder gives that image for those boxes."""
         with self._reduced():
-            geometry = self.encdec_stage.prompt_geometry(features[-1][:1], 1, boxes.to(self.device)[None, None],
-                                                         labels.to(self.device)[None, None])
-        assert geometry is not None
-        tokens, mask = geometry
-        return tokens[0].float().cpu(), mask[0].cpu()
+            return self.encdec_stage.reference_tokens(features[-1], boxes, labels)
 
     @torch.inference_mode()
     def masks(self, features: tuple[torch.Tensor, ...], state: dict[str, torch.Tensor], text: torch.Tensor,

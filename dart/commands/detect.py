@@ -97,8 +97,7 @@ def detect(
     plan = Outputs(overwrite=overwrite)
     plan.inputs_from(images, "image")
     plan.input(classes_file, "classes file")
-    for path in exemplar_images(names):
-        plan.input(path, "exemplar image")
+    plan.inputs_from(exemplar_images(names), "exemplar image")
     setup.register_inputs(plan)
     setup.plan_text_cache(plan)
     plan.folder(output, "-o/--output", output_names(images, save_json=save_json, save_image=save_image,

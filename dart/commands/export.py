@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from dart.commands import options as opt
+from dart.prompts import DEFAULT_EXEMPLAR_BOXES
 
 D = opt.DEFAULTS
 EXPORT = "Export"
@@ -194,7 +195,8 @@ def encdec(
     exemplar_boxes: Annotated[int, typer.Option(
         "--exemplar-boxes", min=0, rich_help_panel=EXPORT,
         help="Most boxes of one exemplar prompt the graph takes: it gets a prompt_tokens [C, boxes+1, D] input "
-             "for exemplar classes (tokens computed on a reference image). 0: text classes only.")] = 16,
+             "for exemplar classes (tokens computed on a reference image). 0: text classes only.")] = (
+        DEFAULT_EXEMPLAR_BOXES),
     opset: Opset = 17,
     simplify: Simplify = True,
     verify: Verify = True,

@@ -89,8 +89,7 @@ def serve(
     setup = setup_from_options(locals())
     plan = Outputs()
     plan.input(classes_file, "classes file")
-    for path in exemplar_images(names):
-        plan.input(path, "exemplar image")
+    plan.inputs_from(exemplar_images(names), "exemplar image")
     setup.register_inputs(plan)
     setup.plan_text_cache(plan)
     set_threads(threads)

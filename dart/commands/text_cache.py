@@ -51,9 +51,11 @@ def build(
     from dart.backends.engine_backend import find_stage_files, infer_engine_kind
     from dart.backends.torch_backend import TorchBackend
     from dart.classes import exemplar_images, parse_vocabulary, resolve_classes
+    from dart.compat import is_torch_file
     from dart.errors import InputError
     from dart.io import Outputs
     from dart.models.loading import load_sam3
+    from dart.models.sam3 import DEFAULT_IMGSZ, validate_imgsz
     from dart.setup import ENGINES_TEXT_CACHE
     from dart.text_cache import TextCache, read_cache_info
 
@@ -61,7 +63,7 @@ def build(
     entries = resolve_classes(classes, classes_file, coco, exemplar)
     vocab = parse_vocabulary(entries)
     prompts = vocab.prompts
-    if any(ex is not None and ex.in_image for ex in vocab.exemplars):
+    if vocab.in_image:
         raise InputError("exemplar boxes without an image are drawn on each detected image, so their tokens cannot be "
                          "cached: give the image they are on (-e IMAGE:x1,y1,x2,y2=NAME).")
     fingerprint = None
@@ -69,8 +71,8 @@ def build(
         from dart.export.metadata import read_metadata
 
         stage_files = find_stage_files(engines, infer_engine_kind(engines))
-        fingerprint = read_metadata(stage_files[0]).fingerprint
-        built = read_metadata(stage_files[0]).imgsz  # exemplar tokens are computed at the engines' size
+        stage_meta = read_metadata(stage_files[0])
+        fingerprint, built = stage_meta.fingerprint, stage_meta.imgsz  # exemplar tokens: at the engines' size
         if imgsz is not None and imgsz != built:
             raise InputError(f"the engines in '{engines}' take {built} px images, not --imgsz {imgsz}; drop --imgsz.")
         imgsz = built
@@ -78,24 +80,19 @@ def build(
     if output is None:
         raise InputError("say where the cache goes: -o text.safetensors, or --engines DIR (DIR/text.safetensors).")
     resolve_device(device)
-    from dart.models.sam3 import DEFAULT_IMGSZ, validate_imgsz
-
     imgsz = validate_imgsz(imgsz) if imgsz is not None else DEFAULT_IMGSZ
-    plan = Outputs()
-    plan.input(checkpoint, "checkpoint", contents=True)
-    plan.input(tokenizer, "tokenizer", contents=True)
-    plan.input(classes_file, "classes file")
-    for path in exemplar_images(entries):
-        plan.input(path, "exemplar image")
-    if engines is not None:
-        plan.inputs_from(stage_files, "engine file")
-    plan.file(output, "-o/--output", existing="extend")
-    from dart.compat import is_torch_file
-
     if output.is_file() and is_torch_file(output):
         raise InputError(f"'{output}' is a DART research text cache; dart reads such files but never writes into "
                          f"them: convert it (dart convert {output} --checkpoint CKPT -o text.safetensors) or give "
                          "another -o.")
+    plan = Outputs()
+    plan.input(checkpoint, "checkpoint", contents=True)
+    plan.input(tokenizer, "tokenizer", contents=True)
+    plan.input(classes_file, "classes file")
+    plan.inputs_from(exemplar_images(entries), "exemplar image")
+    if engines is not None:
+        plan.inputs_from(stage_files, "engine file")
+    plan.file(output, "-o/--output", existing="extend")
     if output.is_file():
         existing = read_cache_info(output)  # a damaged or foreign file is refused before the model loads
         if fingerprint is not None and existing["fingerprint"] != fingerprint:
@@ -117,7 +114,8 @@ def build(
         if vocab.exemplars:
             from dart.detector import Detector
 
-            with console.status(f"computing the prompt tokens of {len(exemplar or [])} exemplars ..."):
+            count = sum(ex is not None for ex in vocab.exemplars)
+            with console.status(f"computing the prompt tokens of {count} exemplars ..."):
                 Detector(backend, entries, text_cache=cache)  # computes what the cache lacks and saves it
     note = f"; {len(cache.exemplars)} exemplars ({len(cache.exemplars) - known} new)" if cache.exemplars else ""
     console.print(f"{output}: {len(cache.entries)} prompts for model {cache.fingerprint} "

@@ -146,8 +146,7 @@ def plan_outputs(source: str, setup, o: dict[str, Any], names: list[str] | None 
     plan = Outputs(overwrite=o["overwrite"])
     plan.input(source, "video source", contents=True)
     plan.input(o["classes_file"], "classes file")
-    for path in exemplar_images(names or []):
-        plan.input(path, "exemplar image")
+    plan.inputs_from(exemplar_images(names or []), "exemplar image")
     setup.register_inputs(plan)
     setup.plan_text_cache(plan)
     if o["output"] is not None:

@@ -41,7 +41,12 @@ def read_torch_file(path: str | Path, what: str) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{what} '{path}' does not exist.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:  # zip-format files (torch >= 1.6) are memory-mapped: no copy of the tensors is read up front
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # a legacy pickle file
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{what} '{path}' holds more than tensors ({first[:160]}); dart reads weights with "

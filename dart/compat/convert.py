@@ -98,7 +98,7 @@ def _convert_text_cache(path: str | Path, output: Path, checkpoint: Any) -> Conv
 
 def _convert_pruned(path: str | Path, output: Path, checkpoint: Any) -> Converted:
     from dart.errors import InputError
-    from dart.models.loading import LoadedSam3, load_sam3
+    from dart.models.loading import LoadedSam3, key_differences, load_sam3
     from dart.pruning import apply_pruning
     from dart.pruning.checkpoint import expected_missing, save_pruned
     from dart.compat.dart_research import PRUNED_WHAT, read_dart_pruned
@@ -113,8 +113,7 @@ def _convert_pruned(path: str | Path, output: Path, checkpoint: Any) -> Converte
     num_blocks = len(model.vision_encoder.backbone.layers)
     spec, state = read_dart_pruned(path, num_blocks)
     mine = model.state_dict()
-    unexpected = sorted(k for k in state if k not in mine)
-    shaped = sorted(k for k in state if k in mine and tuple(state[k].shape) != tuple(mine[k].shape))
+    _, unexpected, shaped = key_differences(mine, state)
     vision = {k for k in mine if k.startswith("vision_encoder.") and "position_ids" not in k}
     fpn_unused = {k for k in vision if k.startswith("vision_encoder.neck.fpn_layers.3.")}  # never stored by DART
     # DART also drops the norm in front of a skipped branch, which then has no input: it may be absent too

@@ -20,7 +20,6 @@ STAGES = ("backbone", "encdec")
 FPN_NAMES = ("fpn_4x", "fpn_2x", "fpn_1x")
 ENCDEC_INPUTS = ("text", "text_mask")
 TOKEN_INPUTS = ("prompt_tokens", "prompt_tokens_mask")  # encdec: exemplar prompt tokens from a reference image
-DEFAULT_EXEMPLAR_BOXES = 16  # boxes one exemplar prompt may hold in an exported encoder-decoder (+1 CLS token)
 ENCDEC_OUTPUTS = ("logits", "boxes", "presence")
 MASK_OUTPUT = "masks"
 

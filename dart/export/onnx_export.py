@@ -34,7 +34,6 @@ from torch import nn
 from dart import __version__
 from dart.errors import DependencyError, InputError
 from dart.export.metadata import (
-    DEFAULT_EXEMPLAR_BOXES,
     ENCDEC_OUTPUTS,
     FPN_NAMES,
     MASK_OUTPUT,
@@ -43,6 +42,7 @@ from dart.export.metadata import (
     write_onnx_metadata,
 )
 from dart.export.verify import DEFAULT_MIN_COSINE, Agreement, check, compare_outputs
+from dart.prompts import DEFAULT_EXEMPLAR_BOXES
 from dart.models.sam3 import image_size, set_image_size, text_max_length, validate_imgsz
 from dart.pruning import PruneSpec, apply_pruning
 from dart.stages import BackboneStage, EncDecStage, check_prompt_mode

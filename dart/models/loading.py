@@ -129,6 +129,15 @@ def _looks_like_path(spec: str) -> bool:
     )
 
 
+def key_differences(mine: dict[str, Any], state: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """``(missing, unexpected, mis-shaped)`` keys of ``state`` against a model's own state dict ``mine``, sorted:
+    what a strict load would refuse, for a sentence that names the first."""
+    missing = sorted(k for k in mine if k not in state)
+    unexpected = sorted(k for k in state if k not in mine)
+    shaped = sorted(k for k in state if k in mine and tuple(state[k].shape) != tuple(mine[k].shape))
+    return missing, unexpected, shaped
+
+
 def download_checkpoint(repo_id: str, *, local_files_only: bool = False) -> Path:
     """Fetch the ``transformers`` files of a hub repo (with progress bars) and return the local folder."""
     from huggingface_hub import snapshot_download

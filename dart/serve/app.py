@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from fastapi import File, Form, Request, UploadFile  # module level: FastAPI reads the endpoints' annotations here
 
+from dart.classes import normalize_classes, parse_vocabulary, split_entries
 from dart.errors import DartError, InputError
 from dart.serve.batcher import Batcher, Busy, Settings
 
@@ -66,7 +67,6 @@ def create_app(detector: Any, config: ServeConfig | None = None):
 
     from dart import __version__
     from dart.backends.base import describe_backend
-    from dart.classes import normalize_classes, parse_vocabulary, split_entries
     from dart.images import result_json
 
     config = config or ServeConfig()
@@ -135,8 +135,8 @@ def create_app(detector: Any, config: ServeConfig | None = None):
                      classes: str | None = Form(None), conf: float | None = Form(None),
                      nms: float | None = Form(None), masks: bool | None = Form(None)) -> dict[str, Any]:
         check_key(request)
-        names = _classes(classes, config, normalize_classes, split_entries, parse_vocabulary)
-        settings = Settings(tuple(names), _unit(conf, config.conf, "conf"), _unit(nms, config.nms, "nms"),
+        entries, vocab = _vocabulary(classes, config)
+        settings = Settings(tuple(entries), _unit(conf, config.conf, "conf"), _unit(nms, config.nms, "nms"),
                             config.masks if masks is None else bool(masks))
         if settings.masks and not detector.backend.supports_masks:
             raise _Refused(422, f"masks: the {detector.backend.name} backend of this server has no mask output.")
@@ -153,27 +153,29 @@ def create_app(detector: Any, config: ServeConfig | None = None):
             raise _Refused(422 if isinstance(exc, InputError) else 500, str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - the client gets a sentence; the server keeps serving
             raise _Refused(500, f"the detector failed on this image ({type(exc).__name__}: {exc}).") from None
-        vocab = parse_vocabulary(names)  # from the request: the detector may hold another vocabulary by now
-        prompts = None
-        if not vocab.plain:
-            prompts = {n: [lab for lab, c in zip(vocab.labels, vocab.prompt_class) if c == i]
-                       for i, n in enumerate(vocab.names)}
-        return result_json(name, array.shape[:2], vocab.names, dets, prompts)
+        # from the request's vocabulary: by now the detector may hold another one
+        return result_json(name, array.shape[:2], vocab.names, dets, vocab.class_labels)
 
     return app
 
 
-def _classes(text: str | None, config: ServeConfig, normalize, split, parse) -> list[str]:
+def _vocabulary(text: str | None, config: ServeConfig):
+    """``(entries, Vocabulary)`` of the request's classes (comma-separated entries, as ``--classes``), else of the
+    server's."""
     if text is None or not text.strip():
         if not config.classes:
             raise _Refused(422, "classes: this server has no default classes; send classes=person,car,...")
-        return list(config.classes)
+        entries = list(config.classes)
+    else:
+        try:
+            entries = normalize_classes(split_entries(text))
+        except InputError as exc:
+            raise _Refused(422, f"classes: {exc}") from None
     try:
-        names = normalize([part for part in split(text)])
-        parse(names)
+        vocab = parse_vocabulary(entries)
     except InputError as exc:
         raise _Refused(422, f"classes: {exc}") from None
-    return names
+    return entries, vocab
 
 
 def _unit(value: float | None, default: float | None, name: str) -> float | None:

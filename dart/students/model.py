@@ -137,12 +137,17 @@ class StudentBackbone(nn.Module):
         """Load a student checkpoint (dart's or the DART research code's), refusing one made for another backbone,
         stages or FPN width, strictly (a missing or unexpected key is a sentence naming it)."""
         meta, state = read_student_checkpoint(path, backbone=self.name)
+        return self.load_checkpoint(path, meta, state)
+
+    def load_checkpoint(self, path: str | Path, meta: dict[str, Any], state: dict[str, torch.Tensor]
+                        ) -> dict[str, Any]:
+        """:meth:`load_weights` for a checkpoint already read by :func:`read_student_checkpoint`."""
+        from dart.models.loading import key_differences
+
         check_student_metadata(path, meta, self.metadata())
         self.set_input_norm(str(meta.get("input_norm", "imagenet")))
         mine = self.state_dict()
-        missing = [k for k in mine if k not in state]
-        unexpected = [k for k in state if k not in mine]
-        shaped = [k for k in mine if k in state and tuple(state[k].shape) != tuple(mine[k].shape)]
+        missing, unexpected, shaped = key_differences(mine, state)
         if missing or unexpected or shaped:
             detail = (f"'{missing[0]}' is missing" if missing else f"'{unexpected[0]}' is unexpected" if unexpected
                       else f"'{shaped[0]}' has shape {list(state[shaped[0]].shape)}, not {list(mine[shaped[0]].shape)}")

@@ -63,14 +63,14 @@ class StudentFactory:
 
     def __call__(self, sam3: Any, *, weights: str | Path | None = None, pretrained: bool = False) -> StudentBackbone:
         fpn_channels, patch = sam3_dims(sam3)
-        if weights is not None:  # refuse a mismatch before building the network
-            meta, _ = read_student_checkpoint(weights, tensors=False, backbone=self.spec.name)
+        if weights is not None:  # read once; a mismatch is refused before the network is built
+            meta, state = read_student_checkpoint(weights, backbone=self.spec.name)
             check_student_metadata(weights, meta, {"backbone": self.spec.name, "fpn_channels": fpn_channels,
                                                    "patch_size": patch})
         student = StudentBackbone(self.spec.name, self.spec.timm_name, fpn_channels=fpn_channels, patch_size=patch,
                                   out_indices=self.spec.out_indices, pretrained=pretrained and weights is None)
         if weights is not None:
-            student.load_weights(weights)
+            student.load_checkpoint(weights, meta, state)
         return student.eval()
 
     def __repr__(self) -> str:
