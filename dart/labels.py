@@ -78,19 +78,31 @@ class CocoDataset:
 
     def add(self, file_name: str, image_size: tuple[int, int], dets: Detections) -> int:
         """Add one image and its detections; returns the image id (from 1)."""
-        image_id = len(self.images) + 1
-        height, width = image_size
-        self.images.append({"id": image_id, "file_name": file_name, "width": int(width), "height": int(height)})
-        category_ids = list(range(1, len(self.classes) + 1))
-        for row in dets.to_coco(image_id, category_ids):
-            x, y, w, h = row["bbox"]
-            row.update(id=len(self.annotations) + 1, area=round(float(w * h), 2), iscrowd=0)
+        return self.add_rows(file_name, image_size, self.encode(dets, len(self.classes)))
+
+    @staticmethod
+    def encode(dets: Detections, num_classes: int | None = None) -> list[dict[str, Any]]:
+        """One image's annotations without ids (boxes xywh, areas; masks as RLE, their area the mask's)."""
+        count = num_classes if num_classes is not None else int(dets.class_ids.max(initial=-1)) + 1
+        rows = dets.to_coco(0, list(range(1, count + 1)))
+        for row in rows:
+            del row["image_id"]
+            _, _, w, h = row["bbox"]
+            row.update(area=round(float(w * h), 2), iscrowd=0)
             if "segmentation" in row:
                 from pycocotools import mask as mask_utils
 
                 rle = dict(row["segmentation"], counts=row["segmentation"]["counts"].encode("ascii"))
                 row["area"] = float(mask_utils.area(rle))
-            self.annotations.append(row)
+        return rows
+
+    def add_rows(self, file_name: str, image_size: tuple[int, int], rows: list[dict[str, Any]]) -> int:
+        """Add one image and its annotations from :meth:`encode`; returns the image id (from 1)."""
+        image_id = len(self.images) + 1
+        height, width = image_size
+        self.images.append({"id": image_id, "file_name": file_name, "width": int(width), "height": int(height)})
+        for row in rows:
+            self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id, **row})
         return image_id
 
     def to_dict(self) -> dict[str, Any]:

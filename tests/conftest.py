@@ -72,6 +72,14 @@ def make_image(height: int = 90, width: int = 160, seed: int = 0) -> np.ndarray:
     return img
 
 
+def image_folder(folder: Path, count: int) -> Path:
+    """``folder`` with ``count`` different test images ``im0.png`` ... (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"im{i}.png"), make_image(90, 160, seed=i))
+    return folder
+
+
 @pytest.fixture()
 def image_file(tmp_path) -> Path:
     path = tmp_path / "street.jpg"

@@ -65,7 +65,7 @@ def test_detect_folder_classes_file_and_switches(tmp_path, tiny_ckpt):
     out = tmp_path / "out"
     res = run(*detect_args(tiny_ckpt, folder, "--classes-file", classes, "-o", out, "--no-save-image", "--batch", 2))
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.iterdir()) == ["im0.json", "im1.json", "im2.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["dart-run.json", "im0.json", "im1.json", "im2.json"]
     assert json.loads((out / "im1.json").read_text())["classes"] == ["car", "bus", "person"]
 
 

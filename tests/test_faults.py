@@ -175,7 +175,7 @@ CASES = [
     Case("truncated-video", "video trunc.avi -c person -m ck {m} -o v.mp4", 0,
          r"warning: 'trunc.avi' ended after \d+ of the 60 frames", check="quiet_video"),
     Case("ctrl-c-keeps-the-coco-file", "detect many -c person -o out -m ck {m} --save-coco --no-save-image", 130,
-         "interrupted after", prep="many_images", interrupt_when="out/*.json", check="coco_matches_done"),
+         "interrupted after", prep="many_images", interrupt_when="out/f*.json", check="coco_matches_done"),
     Case("every-unreadable-image-listed", "detect broken photos -c person -o out -m ck {m}", 2,
          r"5 of 8 images could not be read .* and 2 more\); the full list is in out/unreadable.txt",
          prep="broken_images", check="unreadable_list"),
@@ -204,6 +204,22 @@ CASES = [
          "exemplar boxes on the detected image run on the PyTorch backend"),
     Case("exemplar-video-first-frame", "video clip.avi -e 20,15,80,45=w -c person -m ck {m} --max-frames 3 "
          "--save-jsonl d.jsonl --conf 0", 0, "3 frames"),
+    # ------------------------------------------------------------------ resuming continues the same run only
+    Case("resume-another-run", "detect photos -c person -o out -m bad {m} --resume --conf 0.5", 2,
+         r"holds results of another run \(conf: 0.3 before, 0.5 now\); --resume only continues the same run",
+         prep="detected_once"),
+    Case("resume-results-without-record", "detect photos -c person -o out -m bad {m} --resume", 2,
+         "holds results but no dart-run.json", prep="earlier_result"),
+    Case("resume-and-overwrite", "detect photos -c person -o out -m bad {m} --resume --overwrite", 2,
+         "give one of the two"),
+    Case("resume-coco-without-json", "detect photos -c person -o out -m bad {m} --resume --save-coco --no-save-json",
+         2, "reads the kept images' results from their JSON files"),
+    Case("ray-address-without-ray", "detect photos -c person -o out -m bad {m} --ray-address auto", 2,
+         "is for --ray: add --ray"),
+    Case("image-list-lists-itself", "detect list.txt -c person -o out -m bad {m}", 2, "lists itself",
+         prep="self_listing"),
+    Case("image-list-missing-image", "detect list.txt -c person -o out -m bad {m}", 2,
+         "image '.*nothere.jpg' does not exist", prep="list_with_missing_image"),
     # ------------------------------------------------------------------ serve: refused before it listens
     Case("serve-damaged-checkpoint", "serve -c person -m bad {m} --port 0", 3, "cannot be loaded"),
     Case("serve-exemplar-missing-image", "serve -e nothere.jpg:1,1,9,9=w -m bad {m}", 2, "nothere.jpg' does not exist"),
@@ -359,6 +375,19 @@ def prep_earlier_result(ws: Path) -> None:
     (ws / "out" / "im0.json").write_text('{"earlier": true}\n')
 
 
+def prep_detected_once(ws: Path) -> None:
+    proc = run_dart(ws, f"detect photos -c person -o out -m ck {MODEL}", {})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def prep_self_listing(ws: Path) -> None:
+    (ws / "list.txt").write_text("photos/im0.jpg\nlist.txt\n")
+
+
+def prep_list_with_missing_image(ws: Path) -> None:
+    (ws / "list.txt").write_text("# images to label\nphotos/im0.jpg\n\nnothere.jpg\n")
+
+
 def prep_old_video(ws: Path) -> None:
     (ws / "old.mp4").write_bytes(b"an earlier annotated video")
 
@@ -406,7 +435,7 @@ def check_quiet_video(ws: Path, output: str) -> None:
 
 
 def check_coco_matches_done(ws: Path, output: str) -> None:
-    done = sorted(p.stem for p in (ws / "out").glob("*.json") if p.name != "instances.json")
+    done = sorted(p.stem for p in (ws / "out").glob("*.json") if p.name not in ("instances.json", "dart-run.json"))
     coco = json.loads((ws / "out" / "instances.json").read_text())
     assert 3 <= len(done) < 1500 and sorted(Path(im["file_name"]).stem for im in coco["images"]) == done
     assert re.search(rf"interrupted after {len(done)} of 1500 images", output), output

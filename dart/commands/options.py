@@ -112,6 +112,11 @@ Threads = Annotated[Optional[int], typer.Option(
     "--threads", min=1, envvar="DART_THREADS", rich_help_panel=SPEED, show_default=False,
     help="CPU threads for PyTorch, OpenCV and onnxruntime (default: the CPUs this process may use). On a machine "
          "another program keeps busy, fewer (even 1) is much faster.")]
+RAY = "Scale-out on Ray"
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray-address", envvar="RAY_ADDRESS", rich_help_panel=RAY, show_default=False,
+    help="With --ray: the Ray cluster to join (e.g. ray://head:10001; also $RAY_ADDRESS); default: a local Ray "
+         "started for this run.")]
 
 DEFAULTS = {
     "checkpoint": DEFAULT_CHECKPOINT,

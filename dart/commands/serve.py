@@ -64,15 +64,25 @@ def serve(
     backbone_engine: opt.BackboneEngine = None,
     encdec_engine: opt.EncdecEngine = None,
     threads: opt.Threads = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", rich_help_panel=opt.RAY, help="Serve as a Ray Serve deployment of --replicas copies (one per GPU, or "
+                                               "CPU replicas) behind Ray's HTTP proxy; needs the ray extra.")] = False,
+    ray_address: opt.RayAddress = None,
+    replicas: Annotated[Optional[int], typer.Option(
+        "--replicas", min=1, rich_help_panel=opt.RAY, show_default=False,
+        help="With --ray: copies of the detector serving at once (default: one per GPU of the cluster; on CPUs, "
+             "one).")] = None,
 ) -> None:
     """Serve the detector over HTTP: POST /v1/detect (an image, classes) -> the JSON `dart detect` writes.
 
     Example: [bold]dart serve -c person car --port 8000[/]  then
     [bold]curl -F image=@street.jpg -F classes=person,car http://127.0.0.1:8000/v1/detect[/]
+
+    On every GPU of a Ray cluster: [bold]dart serve -c person car --ray --device cuda[/]
     """
     from dart.backends.base import set_threads
     from dart.classes import exemplar_images, resolve_classes
-    from dart.errors import DependencyError
+    from dart.errors import DependencyError, InputError
     from dart.io import Outputs
     from dart.setup import setup_from_options
 
@@ -92,18 +102,42 @@ def serve(
     plan.inputs_from(exemplar_images(names), "exemplar image")
     setup.register_inputs(plan)
     setup.plan_text_cache(plan)
-    set_threads(threads)
-    if not setup.uses_engines:
-        console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
-    detector = setup.build_detector(names or None, conf=conf, nms=nms, masks=masks)
+    if (ray_address or replicas) and not ray:
+        raise InputError(f"{'--ray-address' if ray_address else '--replicas'} is for --ray: add --ray.")
     config = ServeConfig(classes=list(names), conf=conf, nms=nms, masks=masks, max_batch=max_batch,
                          max_wait_ms=max_wait_ms, queue_size=queue_size, max_upload_mb=max_upload_mb,
                          max_pixels=max_pixels, api_key=api_key or None, cors_origins=list(cors_origin or []),
                          allow_urls=allow_urls)
-    app = create_app(detector, config)
     exposed = host not in ("127.0.0.1", "localhost", "::1")
     if exposed and config.api_key is None:
         console.print(f"[yellow]warning:[/] listening on {host} without --api-key: anyone who can reach this "
                       "machine can use the model.", highlight=False)
+    if ray:
+        _serve_on_ray(console, setup, list(names), config, host=host, port=port, address=ray_address,
+                      replicas=replicas, threads=threads)
+        return
+    set_threads(threads)
+    if not setup.uses_engines:
+        console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
+    detector = setup.build_detector(names or None, conf=conf, nms=nms, masks=masks)
+    app = create_app(detector, config)
     console.print(f"serving on [bold]http://{host}:{port}[/] (API docs at /docs) - Ctrl-C stops", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get("DART_SERVE_LOG", "warning"))
+
+
+def _serve_on_ray(console: Console, setup, names: list[str], config, *, host: str, port: int, address: str | None,
+                  replicas: int | None, threads: int | None) -> None:
+    from dart.serve.ray_label import ray_started
+    from dart.serve.ray_serve import ray_application, replica_resources, serve_on_ray, stop_serving
+
+    started = ray_started(address)
+    try:
+        count, gpus, cpus = replica_resources(setup, replicas, threads)
+        app = ray_application(setup, names, config, replicas=count, gpus=gpus, cpus=cpus, threads=threads)
+        console.print(f"starting {count} replica{'s' if count > 1 else ''} on Ray, then serving on "
+                      f"[bold]http://{host}:{port}[/] (API docs at /docs) - Ctrl-C stops", highlight=False)
+        serve_on_ray(app, host=host, port=port, blocking=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_serving(started)

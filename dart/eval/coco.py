@@ -25,6 +25,7 @@ from dart.classes import COCO80
 from dart.errors import InputError
 from dart.eval import store as st
 from dart.io import write_json
+from dart.run_record import first_difference
 
 METRICS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR1", "AR10", "AR100", "AR_S", "AR_M", "AR_L")
 TABLE_METRICS = METRICS[:6]
@@ -299,7 +300,7 @@ def check_resumable(output: str | Path, info: dict[str, Any], *, ignore: Sequenc
                                              if k not in ignore}}
         canonical = {**canonical, "settings": {k: v for k, v in canonical["settings"].items() if k not in ignore}}
     if previous != canonical:
-        changed = _first_difference(previous, canonical).removeprefix("settings.")
+        changed = first_difference(previous, canonical).removeprefix("settings.")
         raise InputError(
             f"'{path.parent}' holds predictions made with other settings ({changed}); pass --overwrite to start over "
             "or choose another --output."
@@ -313,15 +314,6 @@ def _check_run_info(path: Path, info: dict[str, Any], resume: bool) -> None:
         check_resumable(path.parent, info)
     if not path.exists() or json.loads(path.read_text(encoding="utf-8") or "null") != canonical:
         write_json(path, canonical)
-
-
-def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
-    shown = lambda v: json.dumps(v)[:60]  # noqa: E731
-    return f"{prefix.rstrip('.') or 'settings'}: {shown(old)} before, {shown(new)} now"
 
 
 def _detect_into(detector, todo: list[ImageRecord], own: st.PredictionStore, cat_ids: list[int], masks: bool,
