@@ -156,6 +156,10 @@ class Detector:
         from dart.plugins.registry import load
         from dart.pruning import apply_pruning
 
+        if loaded.backbone is not None and (prune or _is_student(backbone, student_weights)):
+            raise InputError(f"checkpoint {loaded.source} brings its own backbone "
+                             f"({loaded.backbone.dart_backbone_name}); --skip-blocks/--mask-blocks, --backbone and "
+                             "--student-weights replace or prune SAM3's ViT, which it does not have.")
         if prune:
             apply_pruning(loaded.model, prune)
         extra: dict[str, Any] = {}

@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from dart.backends.base import COMPILE_MODES, choose_precision, resolve_device, resolve_precision
 from dart.errors import InputError
 from dart.models.sam3 import image_size, text_max_length
-from dart.stages import BackboneStage, EncDecStage, TextStage
+from dart.stages import EncDecStage, TextStage
 
 if TYPE_CHECKING:  # pragma: no cover
     from dart.models.loading import LoadedSam3
@@ -54,7 +54,7 @@ class TorchBackend:
         self.text_length = text_max_length(model)
         self._tokenizer = None
         self.text_stage = TextStage(model).to(self.device).eval()  # text stays fp32: it runs once per class list
-        stage = backbone if backbone is not None else BackboneStage(model)
+        stage = backbone if backbone is not None else loaded.backbone_stage()
         self.backbone_name = getattr(stage, "dart_backbone_name", "sam3")
         self.backbone_stage = _cast(stage, self.device, self.dtype).eval()
         self.encdec_stage = _cast(EncDecStage(model, self.imgsz, prompt_mode), self.device, self.dtype).eval()

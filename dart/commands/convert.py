@@ -13,7 +13,8 @@ from dart.commands import options as opt
 
 def convert(
     source: Annotated[Path, typer.Argument(
-        help="The foreign file: a DART research student checkpoint, pruned checkpoint or text cache (.pt).")],
+        help="The foreign file (.pt): a DART research student checkpoint, pruned checkpoint or text cache, or an "
+             "EfficientSAM3 checkpoint.")],
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="File to write (.safetensors), or a folder (then FOLDER/<name>.safetensors); for a "
                                "pruned checkpoint, the checkpoint folder to write.")],

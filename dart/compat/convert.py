@@ -8,7 +8,9 @@ Formats (found from the file's contents, not its name):
   checkpoint's text encoder and stamped with its fingerprint (it needs ``checkpoint``);
 - a DART research pruned checkpoint (``pruned_state_dict``, ``skip_blocks``, ``mask_blocks``) -> a dart pruned
   checkpoint folder (``--checkpoint FOLDER`` prunes itself on load): the SAM3 ``checkpoint`` it was trained from,
-  with DART's vision weights loaded over it strictly and its blocks removed.
+  with DART's vision weights loaded over it strictly and its blocks removed;
+- an EfficientSAM3 checkpoint (:mod:`dart.compat.efficientsam3`) -> the same tensors as one ``.safetensors``
+  file (``--checkpoint FILE``), checked to load to the same model (fingerprint) first.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from dart.errors import CheckpointError
 
 FORMATS = {"dart-student": "DART research student checkpoint", "dart-text-cache": "DART research text cache",
-           "dart-pruned": "DART research pruned checkpoint"}
+           "dart-pruned": "DART research pruned checkpoint", "efficientsam3": "EfficientSAM3 checkpoint"}
 FOLDER_OUTPUTS = ("dart-pruned",)  # kinds written as a checkpoint folder, not one file
 
 
@@ -48,6 +50,8 @@ def detect_format(path: str | Path) -> str:
         return "dart-text-cache"
     if is_dart_pruned(ckpt):
         return "dart-pruned"
+    if _efficientsam3_state(ckpt) is not None:
+        return "efficientsam3"
     keys = ", ".join(sorted(map(str, ckpt))[:6]) if isinstance(ckpt, dict) else type(ckpt).__name__
     raise CheckpointError(f"'{path}' is none of the formats dart converts ({', '.join(FORMATS.values())}); it holds "
                           f"{keys}.")
@@ -67,6 +71,8 @@ def convert(path: str | Path, output: str | Path, *, kind: str | None = None, ba
         return _convert_text_cache(path, output, checkpoint)
     if kind == "dart-pruned":
         return _convert_pruned(path, output, checkpoint)
+    if kind == "efficientsam3":
+        return _convert_efficientsam3(path, output)
     if kind == "dart-student":
         from dart.compat.dart_research import read_dart_student
         from dart.students.model import write_student_checkpoint
@@ -134,3 +140,31 @@ def _convert_pruned(path: str | Path, output: Path, checkpoint: Any) -> Converte
                 source=f"DART research pruned checkpoint {Path(path).name} over {loaded.source}")
     return Converted("dart-pruned", output, f"SAM3 pruned {spec} ({len(state)} vision tensors from {Path(path).name}): "
                                             f"use it with --checkpoint {output}")
+
+
+def _efficientsam3_state(ckpt: Any) -> dict[str, Any] | None:
+    """The state dict of an EfficientSAM3 checkpoint (as is, or under ``model``), else None."""
+    from dart.compat.efficientsam3 import is_efficientsam3
+
+    state = ckpt.get("model") if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict) else ckpt
+    return state if isinstance(state, dict) and is_efficientsam3(state) else None
+
+
+def _convert_efficientsam3(path: str | Path, output: Path) -> Converted:
+    from safetensors.torch import save_file
+
+    from dart.compat import read_torch_file
+    from dart.io import atomic_path
+    from dart.models.loading import load_sam3
+
+    before = load_sam3(path)  # refuses, with a sentence, a file that does not load strictly
+    state = _efficientsam3_state(read_torch_file(path, "EfficientSAM3 checkpoint"))
+    tensors = {key: value.contiguous() for key, value in state.items()}
+    with atomic_path(output) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "efficientsam3", "source": Path(path).name,
+                                                "backbone": before.backbone.dart_backbone_name})
+        after = load_sam3(tmp)
+        if after.fingerprint != before.fingerprint:  # pragma: no cover - the same tensors under the same names
+            raise CheckpointError(f"'{output}' would not load to the model '{path}' holds; nothing was written.")
+    return Converted("efficientsam3", output, f"{before.backbone.dart_backbone_name} ({len(tensors)} tensors, model "
+                                              f"{before.fingerprint}): use it with --checkpoint {output}")

@@ -343,6 +343,8 @@ def export_backbone(
     ``backbone_name`` is then recorded in the metadata.
     """
     output = Path(output)
+    if module is None and loaded.backbone is not None:  # the checkpoint's own backbone (EfficientSAM3)
+        module, backbone_name = loaded.backbone, loaded.backbone.dart_backbone_name
     spec = prepare_model(loaded, imgsz, prune)
     model = loaded.model
     size = image_size(model)
@@ -409,7 +411,7 @@ def export_encdec(
     with attention_form(model, attn):
         # The encoder-decoder reads the full model's features: verify on the unpruned backbone when possible.
         with torch.inference_mode():
-            features = BackboneStage(model).eval()(pixels)
+            features = loaded.backbone_stage().eval()(pixels)
         text, text_mask, text_note = sample_text(loaded, max_classes, hidden, length)
         stage = EncDecStage(model, size, prompt_mode).eval()
         wrapper = EncDecExport(stage, masks, tokens=width > 0).eval()

@@ -41,6 +41,14 @@ class LoadedSam3:
     fingerprint: str
     source: str
     tokenizer_source: str | None
+    backbone: Any = None  # the backbone stage a checkpoint brings instead of SAM3's ViT (EfficientSAM3), or None
+
+    def backbone_stage(self) -> Any:
+        """The module that makes the three FPN levels from pixels: the checkpoint's own backbone (EfficientSAM3),
+        else SAM3's ViT and FPN."""
+        from dart.stages import BackboneStage
+
+        return self.backbone if self.backbone is not None else BackboneStage(self.model)
 
     def tokenizer(self) -> PreTrainedTokenizerBase:
         from dart.models.tokenizer import load_tokenizer
@@ -58,8 +66,9 @@ def load_sam3(checkpoint: str | Path = DEFAULT_CHECKPOINT, *, imgsz: int = DEFAU
     _quiet_transformers()
     spec = str(checkpoint)
     path = Path(spec).expanduser()
+    backbone = None
     if path.exists():
-        model, tok_source = _load_local(path)
+        model, tok_source, backbone = _load_local(path)
     elif _looks_like_path(spec):
         raise CheckpointError(
             f"checkpoint '{spec}' does not exist; pass a hub repo id (e.g. {DEFAULT_CHECKPOINT}), a transformers "
@@ -67,13 +76,14 @@ def load_sam3(checkpoint: str | Path = DEFAULT_CHECKPOINT, *, imgsz: int = DEFAU
         )
     else:
         folder = download_checkpoint(spec, local_files_only=local_files_only)
-        model, tok_source = _load_local(folder)
+        model, tok_source, backbone = _load_local(folder)
     if tokenizer is not None:
         tok_source = str(tokenizer)
     follow_meta(model.eval())
-    fingerprint = fingerprint_model(model)
+    fingerprint = fingerprint_model(model, backbone)
     set_image_size(model, imgsz)
-    return LoadedSam3(model=model, fingerprint=fingerprint, source=spec, tokenizer_source=tok_source)
+    return LoadedSam3(model=model, fingerprint=fingerprint, source=spec, tokenizer_source=tok_source,
+                      backbone=backbone)
 
 
 def vit_blocks(checkpoint: str | Path) -> int | None:
@@ -176,13 +186,15 @@ def download_checkpoint(repo_id: str, *, local_files_only: bool = False) -> Path
     return folder
 
 
-def _load_local(path: Path) -> tuple[Sam3Model, str | None]:
+def _load_local(path: Path) -> tuple[Sam3Model, str | None, Any]:
+    """``(model, tokenizer folder, backbone)``; ``backbone`` is None but for checkpoints that replace the ViT."""
+    from dart.compat.efficientsam3 import is_efficientsam3, load_efficientsam3
     from dart.pruning.checkpoint import find_prune_file, load_pruned
 
     if find_prune_file(path) is not None:  # a pruned checkpoint: re-applies its recorded prune spec
-        return load_pruned(path), _tokenizer_dir(path if path.is_dir() else path.parent)
+        return load_pruned(path), _tokenizer_dir(path if path.is_dir() else path.parent), None
     if path.is_dir():
-        return _load_folder(path), _tokenizer_dir(path)
+        return _load_folder(path), _tokenizer_dir(path), None
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         state_dict = _read_safetensors(path)
@@ -192,9 +204,12 @@ def _load_local(path: Path) -> tuple[Sam3Model, str | None]:
         raise CheckpointError(
             f"{path} is neither a folder, a .safetensors file nor a .pt file, so dart cannot tell how to load it."
         )
+    if is_efficientsam3(state_dict):  # SAM3 around a student trunk: the trunk is the backbone
+        model, backbone = load_efficientsam3(state_dict, str(path), _config_beside(path))
+        return model, _tokenizer_dir(path.parent), backbone
     state_dict = _to_transformers_layout(state_dict, path)
     config = _config_beside(path)
-    return _model_from_state_dict(config, state_dict, path), _tokenizer_dir(path.parent)
+    return _model_from_state_dict(config, state_dict, path), _tokenizer_dir(path.parent), None
 
 
 def _load_folder(folder: Path) -> Sam3Model:

@@ -109,15 +109,21 @@ def fingerprint_state_dict(state_dict: dict[str, torch.Tensor], config_json: str
     return digest.hexdigest()[:16]
 
 
-def fingerprint_model(model: Sam3Model) -> str:
-    """Fingerprint of a loaded model's weights and architecture (independent of the image size it is set to)."""
+def fingerprint_model(model: Sam3Model, backbone: torch.nn.Module | None = None) -> str:
+    """Fingerprint of a loaded model's weights and architecture (independent of the image size it is set to);
+    ``backbone``: a backbone the checkpoint brings instead of the ViT (EfficientSAM3), whose weights count too."""
     config = model.config.to_dict()
     vision = config.get("vision_config", {})
     vision.pop("backbone_feature_sizes", None)
     vision.get("backbone_config", {}).pop("image_size", None)
     for key in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "_attn_implementation_autoset"):
         config.pop(key, None)
-    return fingerprint_state_dict(model.state_dict(), json.dumps(_architecture(config), sort_keys=True, default=str))
+    state = model.state_dict()
+    if backbone is not None:
+        name = getattr(backbone, "dart_backbone_name", type(backbone).__name__)
+        state.update({f"dart_backbone.{name}.{k}": v for k, v in backbone.state_dict().items()
+                      if not k.startswith("fpn.")})  # the neck is the model's own, counted once
+    return fingerprint_state_dict(state, json.dumps(_architecture(config), sort_keys=True, default=str))
 
 
 def _architecture(config: dict) -> dict:

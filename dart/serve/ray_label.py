@@ -13,8 +13,10 @@ node (a shared file system).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,28 @@ def ray_started(address: str | None) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def stopped_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a service manager stopping dart, a closed terminal) raise KeyboardInterrupt, as Ctrl-C
+    does, so that the Ray instance this process started is shut down instead of left running."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def quiet_ray_data() -> None:
     """dart draws its own progress bar: Ray Data's bars and per-dataset log lines are turned off."""
     import ray.data
@@ -147,8 +171,6 @@ def label_on_ray(job: LabelJob, images: list[Path], *, address: str | None = Non
     """Label ``images`` on Ray Data into ``job.files.output``; see the module docs. ``record`` is the run's
     record (:func:`~dart.images.run_record`) without its model, which comes from the workers (and, resuming,
     must equal the earlier one: each worker checks before it writes)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     files, result = job.files, BatchResult()
     stems = output_stems(images)
     if resume:
@@ -160,8 +182,19 @@ def label_on_ray(job: LabelJob, images: list[Path], *, address: str | None = Non
     coco = CocoLabels(job.names, images, files) if job.coco else None
     for index in kept if coco is not None else ():
         coco.add_saved(index)
+    return _label(job, images, todo, stems, coco, result, record, address, workers, progress)
+
+
+def _label(job: LabelJob, images: list[Path], todo: list[int], stems: list[str], coco: CocoLabels | None,
+           result: BatchResult, record: dict[str, Any], address: str | None, workers: int | None,
+           progress: bool) -> BatchResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    files = job.files
     started = ray_started(address)
     info = {**record, "model": job.expected_model}
+    signals = contextlib.ExitStack()
+    signals.enter_context(stopped_as_ctrl_c())  # after Ray's own handlers: a SIGTERM keeps what was done
     try:
         import ray.data
 
@@ -207,12 +240,15 @@ def label_on_ray(job: LabelJob, images: list[Path], *, address: str | None = Non
     except Exception as exc:  # noqa: BLE001 - a worker's error reaches the driver wrapped by Ray
         raise DartError(f"labelling on Ray failed: {ray_reason(exc)}") from None
     finally:
-        if result.done or result.kept or result.interrupted or result.failed:
-            finish_run(files, coco, result)
-        if started:
-            import ray
+        try:
+            if result.done or result.kept or result.interrupted or result.failed:
+                finish_run(files, coco, result)
+        finally:
+            signals.close()
+            if started:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
     return result
 
 
