@@ -24,14 +24,19 @@ from tests.data.make_efficientsam3_reference import deterministic_input, determi
 from tests.test_cli import run  # noqa: E402
 from tests.tiny import TINY_IMGSZ, tiny_model, tiny_tokenizer  # noqa: E402
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "efficientsam3_repvit_reference.json").read_text())
+REFERENCE = json.loads((Path(__file__).parent / "data" / "efficientsam3_reference.json").read_text())["trunks"]
 VIT = "detector.backbone.vision_backbone.trunk."
-TRUNK_WIDTH = 640  # RepViT-M2.3's last stage
+TRUNKS = sorted(REFERENCE)  # efficientsam3_efficientvit_b1, efficientsam3_repvit_m2_3, efficientsam3_tiny_vit_11m
 
 
-def head_weights(channels: int, seed: int = 3) -> dict[str, torch.Tensor]:
+def trunk_width(trunk: str) -> int:
+    return REFERENCE[trunk]["output"]["shape"][1]  # the last stage's channels
+
+
+def head_weights(trunk: str, channels: int, seed: int = 3) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return {"0.weight": torch.randn(channels, TRUNK_WIDTH, 1, 1, generator=gen) / TRUNK_WIDTH ** 0.5,
+    width = trunk_width(trunk)
+    return {"0.weight": torch.randn(channels, width, 1, 1, generator=gen) / width ** 0.5,
             "1.weight": 1 + 0.1 * torch.randn(channels, generator=gen), "1.bias": 0.1 * torch.randn(channels, generator=gen),
             "1.running_mean": 0.1 * torch.randn(channels, generator=gen),
             "1.running_var": 1 + 0.1 * torch.rand(channels, generator=gen),
@@ -40,13 +45,13 @@ def head_weights(channels: int, seed: int = 3) -> dict[str, torch.Tensor]:
             "3.bias": 0.1 * torch.randn(channels, generator=gen)}
 
 
-def efficientsam3_state(source_model) -> dict[str, torch.Tensor]:
-    """A file in EfficientSAM3's layout: SAM3 (Meta names) without its ViT, the RepViT trunk under its original
-    names (the reference's weights), the projection head."""
+def efficientsam3_state(source_model, trunk: str) -> dict[str, torch.Tensor]:
+    """A file in EfficientSAM3's layout: SAM3 (Meta names) without its ViT, the trunk under its original names (the
+    reference's weights), the projection head."""
     state = {k: v for k, v in to_meta_state_dict(source_model.state_dict()).items() if not k.startswith(VIT)}
-    state.update({DETECTOR + TRUNK_PREFIX + k: v for k, v in deterministic_weights(REFERENCE["keys"]).items()})
+    state.update({DETECTOR + TRUNK_PREFIX + k: v for k, v in deterministic_weights(REFERENCE[trunk]["keys"]).items()})
     hidden = source_model.config.vision_config.backbone_config.hidden_size
-    state.update({DETECTOR + HEAD_PREFIX + k: v for k, v in head_weights(hidden).items()})
+    state.update({DETECTOR + HEAD_PREFIX + k: v for k, v in head_weights(trunk, hidden).items()})
     return state
 
 
@@ -55,13 +60,18 @@ def source_model():
     return tiny_model(seed=5)
 
 
+@pytest.fixture(scope="module", params=TRUNKS)
+def trunk(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def eff_file(tmp_path_factory, source_model) -> Path:
-    folder = tmp_path_factory.mktemp("efficientsam3")
-    torch.save({"model": efficientsam3_state(source_model)}, folder / "efficient_sam3_repvit_l.pt")
+def eff_file(tmp_path_factory, source_model, trunk) -> Path:
+    folder = tmp_path_factory.mktemp(trunk)
+    torch.save({"model": efficientsam3_state(source_model, trunk)}, folder / f"{trunk}.pt")
     tiny_tokenizer().save_pretrained(folder)
     source_model.config.to_json_file(folder / "config.json")  # a real file has none: SAM3's default config
-    return folder / "efficient_sam3_repvit_l.pt"
+    return folder / f"{trunk}.pt"
 
 
 @pytest.fixture(scope="module")
@@ -69,20 +79,21 @@ def loaded(eff_file):
     return load_sam3(eff_file, imgsz=TINY_IMGSZ)
 
 
-def test_the_trunk_computes_what_the_original_repvit_computes(loaded):
-    out = REFERENCE["output"]
+def test_the_trunk_computes_what_the_original_module_computes(loaded, trunk):
+    out = REFERENCE[trunk]["output"]
+    assert loaded.backbone.dart_backbone_name == trunk
     with torch.no_grad():
-        mine = loaded.backbone.encoder.trunk.forward_features(deterministic_input())
+        mine = loaded.backbone.encoder.trunk.forward_features(deterministic_input(REFERENCE[trunk]["input_size"]))
     assert list(mine.shape) == out["shape"]
     sample = mine.reshape(-1)[::out["sample_step"]].numpy()
     assert np.allclose(sample, out["sample"], rtol=1e-4, atol=1e-5), np.abs(sample - out["sample"]).max()
     assert np.allclose(mine.mean(dim=(0, 2, 3)).numpy(), out["channel_means"], rtol=1e-4, atol=1e-5)
 
 
-def test_head_and_neck_are_wired_as_the_file_says(loaded, source_model):
+def test_head_and_neck_are_wired_as_the_file_says(loaded, source_model, trunk):
     pixels = torch.randn(1, 3, TINY_IMGSZ, TINY_IMGSZ, generator=torch.Generator().manual_seed(9))
     hidden = source_model.config.vision_config.backbone_config.hidden_size
-    h = head_weights(hidden)
+    h = head_weights(trunk, hidden)
     with torch.no_grad():
         trunk = loaded.backbone.encoder.trunk.forward_features(pixels)
         x = F.conv2d(trunk, h["0.weight"])
@@ -105,7 +116,7 @@ def test_everything_but_the_vit_is_the_files(loaded, source_model):
     assert again.fingerprint == loaded.fingerprint
 
 
-def test_detect_export_and_plugins(tmp_path, eff_file):
+def test_detect_export_and_plugins(tmp_path, eff_file, trunk):
     image = tmp_path / "street.png"
     import cv2
 
@@ -129,9 +140,9 @@ def test_detect_export_and_plugins(tmp_path, eff_file):
     from dart.plugins.registry import available
     from dart.students import build_backbone
 
-    assert "efficientsam3_repvit_m2_3" in {name for name, _, _ in available("dart.backbones")}
+    assert trunk in {name for name, _, _ in available("dart.backbones")}
     assert run("plugins", "--check").exit_code == 0
-    random_trunk = build_backbone("efficientsam3_repvit_m2_3", tiny_model())  # for dart bench backbones
+    random_trunk = build_backbone(trunk, tiny_model())  # for dart bench backbones
     assert [f.shape[-1] for f in random_trunk(torch.zeros(1, 3, TINY_IMGSZ, TINY_IMGSZ))] == [32, 16, 8]
 
 
@@ -143,24 +154,30 @@ def test_convert_round_trips(tmp_path, eff_file, loaded):
     assert load_sam3(converted, imgsz=TINY_IMGSZ).fingerprint == loaded.fingerprint
 
 
-def test_files_that_do_not_fit_are_one_sentence(tmp_path, source_model, eff_file):
-    state = efficientsam3_state(source_model)
+def test_files_that_do_not_fit_are_one_sentence(tmp_path, source_model):
+    trunk = "efficientsam3_repvit_m2_3"  # the refusals are the same for every trunk
+    source_model.config.to_json_file(tmp_path / "config.json")
+    tiny_tokenizer().save_pretrained(tmp_path)
+    state = efficientsam3_state(source_model, trunk)
     renamed = dict(state)
     renamed[DETECTOR + TRUNK_PREFIX + "features.7.token_mixer.0.conv.c.weightx"] = renamed.pop(
         DETECTOR + TRUNK_PREFIX + "features.7.token_mixer.0.conv.c.weight")
     no_head = {k: v for k, v in state.items() if not k.endswith(HEAD_PREFIX + "3.bias")}
     no_decoder = {k: v for k, v in state.items() if "transformer.decoder.norm." not in k}
-    tiny_vit = {k: v for k, v in state.items() if TRUNK_PREFIX not in k}
-    tiny_vit[DETECTOR + TRUNK_PREFIX + "layers.0.blocks.0.conv.conv1.c.weight"] = torch.zeros(1)
-    cases = [(renamed, "1 unexpected keys (backbone.vision_backbone.trunk.model.backbone.model.features.7.token_mixer"
-                       ".0.conv.c.weightx)"), (no_head, "missing keys (3.bias)"),
-             (no_decoder, "detr_decoder.output_layer_norm"), (tiny_vit, "a TinyViT trunk, which dart does not read yet")]
+    smaller = {k: v for k, v in state.items() if "features.54." not in k}  # a RepViT of no known size
+    unknown = {k: v for k, v in state.items() if TRUNK_PREFIX not in k}
+    unknown[DETECTOR + TRUNK_PREFIX + "patch_embed.proj.weight"] = torch.zeros(1)
+    cases = [(renamed, "unexpected features.7.token_mixer.0.conv.c.weightx"), (no_head, "missing keys (3.bias)"),
+             (no_decoder, "detr_decoder.output_layer_norm"), (smaller, "nor any other size dart knows"),
+             (unknown, "student trunk of a kind dart does not know (first key: patch_embed.proj.weight)")]
     for state_dict, message in cases:
-        path = eff_file.parent / "bad.pt"  # beside the tiny config
+        path = tmp_path / "bad.pt"  # beside the tiny config
         torch.save(state_dict, path)
         with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load_sam3(path, imgsz=TINY_IMGSZ)
-    res = run("detect", make_image_file(tmp_path), "-c", "person", "--checkpoint", eff_file, "--imgsz", TINY_IMGSZ,
+    good = tmp_path / "good.pt"
+    torch.save(state, good)
+    res = run("detect", make_image_file(tmp_path), "-c", "person", "--checkpoint", good, "--imgsz", TINY_IMGSZ,
               "--skip-blocks", "1", "-o", tmp_path / "o")
     assert res.exit_code == 2 and "brings its own backbone" in " ".join(res.output.split())
 

@@ -13,7 +13,8 @@ fine-tuned with the student. Layout (facts from the public module definitions, n
 dart runs the trunk as the matching timm network; its original keys are renamed by an explicit map and loaded
 strictly (:data:`TRUNKS`). The trunk reads SAM3's pixels as they are (mean/std 0.5), as in EfficientSAM3.
 
-Supported trunks: RepViT-M2.3 (``repvit``). TinyViT and EfficientViT trunks are refused with a sentence.
+Supported trunks: RepViT (M0.9, M1.1, M2.3), TinyViT (5M, 11M, 21M) and EfficientViT (B0, B1, B2), the family
+found from the keys and the size from the shapes.
 """
 
 from __future__ import annotations
@@ -47,18 +48,29 @@ def is_efficientsam3(state: Mapping[str, object]) -> bool:
 # ------------------------------------------------------------------------------------------- trunks
 @dataclass(frozen=True)
 class TrunkSpec:
-    """One EfficientSAM3 trunk: the timm network it is, how to recognise its original keys, how to rename them."""
+    """One EfficientSAM3 trunk: the timm network it is, a key its original layout always has, the key map."""
 
     name: str  # the dart.backbones name
     timm_name: str
     description: str
-    recognise: Callable[[dict[str, torch.Tensor]], bool]
+    mark: str  # a key only this family's original layout has
     rename: Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
+    follow_original: Callable[[nn.Module], None] | None = None  # make timm's network compute what the original does
 
 
-def _repvit_recognise(trunk: dict[str, torch.Tensor]) -> bool:
-    stem = trunk.get("features.0.0.c.weight")
-    return stem is not None and tuple(stem.shape) == (40, 3, 3, 3) and "features.54.channel_mixer.m.2.c.weight" in trunk
+def _renamed(trunk: dict[str, torch.Tensor], rename_key: Callable[[str], str | None], family: str
+             ) -> dict[str, torch.Tensor]:
+    out, unknown = {}, []
+    for key, tensor in trunk.items():
+        new = rename_key(key)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = tensor
+    if unknown:
+        raise CheckpointError(f"the EfficientSAM3 {family} trunk has {len(unknown)} keys outside {family}'s layout "
+                              f"({', '.join(unknown[:3])}).")
+    return out
 
 
 def _repvit_rename(trunk: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -80,57 +92,131 @@ def _repvit_rename(trunk: dict[str, torch.Tensor], model: nn.Module) -> dict[str
             index += 1
     parts = {
         "stem": (("0.", "conv1."), ("2.", "conv2.")),
-        "block": (("token_mixer.0.", "token_mixer."), ("token_mixer.1.", "se."), ("channel_mixer.m.0.", "channel_mixer.conv1."),
-                  ("channel_mixer.m.2.", "channel_mixer.conv2.")),
+        "block": (("token_mixer.0.", "token_mixer."), ("token_mixer.1.", "se."),
+                  ("channel_mixer.m.0.", "channel_mixer.conv1."), ("channel_mixer.m.2.", "channel_mixer.conv2.")),
         "downsample": (("token_mixer.0.", "spatial_downsample."), ("token_mixer.1.", "se."),
                        ("token_mixer.2.", "channel_downsample."), ("channel_mixer.m.0.", "ffn.conv1."),
                        ("channel_mixer.m.2.", "ffn.conv2.")),
     }
-    renamed: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, tensor in trunk.items():
+
+    def rename_key(key: str) -> str | None:
         match = re.fullmatch(r"features\.(\d+)\.(.+)", key)
         place = places.get(int(match.group(1))) if match else None
-        new = None
-        if place is not None:
-            prefix, kind = place
-            for old, replacement in parts[kind]:
-                if match.group(2).startswith(old):
-                    new = f"{prefix}.{replacement}{match.group(2)[len(old):]}"
-                    break
-        if new is None:
-            unknown.append(key)
+        if place is None:
+            return None
+        prefix, kind = place
+        for old, replacement in parts[kind]:
+            if match.group(2).startswith(old):
+                return f"{prefix}.{replacement}{match.group(2)[len(old):]}"
+        return None
+
+    return _renamed(trunk, rename_key, "RepViT")
+
+
+def _tiny_vit_rename(trunk: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """TinyViT's original layout to timm's: ``patch_embed.seq.{0,2}`` -> ``patch_embed.conv{1,2}``, ``layers.i`` ->
+    ``stages.i``, the downsample that ends original layer ``i`` -> the one that starts timm's stage ``i + 1``,
+    and each Conv2d_BN's ``c`` -> ``conv``."""
+
+    def rename_key(key: str) -> str | None:
+        for old, new in (("patch_embed.seq.0.", "patch_embed.conv1."), ("patch_embed.seq.2.", "patch_embed.conv2.")):
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
         else:
-            renamed[new] = tensor
-    if unknown:
-        raise CheckpointError(f"the EfficientSAM3 RepViT trunk has {len(unknown)} keys outside RepViT's layout "
-                              f"({', '.join(unknown[:3])}).")
-    return renamed
+            down = re.fullmatch(r"layers\.(\d+)\.downsample\.(.+)", key)
+            if down:
+                key = f"stages.{int(down.group(1)) + 1}.downsample.{down.group(2)}"
+            elif key.startswith("layers."):
+                key = "stages." + key[len("layers."):]
+            else:
+                return None
+        return re.sub(r"\.c\.(weight|bias)$", r".conv.\1", key)
+
+    return _renamed(trunk, rename_key, "TinyViT")
+
+
+ORIGINAL_LITEMLA_EPS = 1e-15  # the original EfficientViT's linear-attention normaliser eps (timm's default: 1e-5)
+
+
+def _efficientvit_follow_original(model: nn.Module) -> None:
+    """timm's LiteMLA divides by ``sum + 1e-5``, the original by ``sum + 1e-15``: set the original's, so the trunk
+    computes what EfficientSAM3 trained (the difference is about 0.5 % of the features on random weights)."""
+    for module in model.modules():
+        if type(module).__name__ == "LiteMLA" and hasattr(module, "eps"):
+            module.eps = ORIGINAL_LITEMLA_EPS
+
+
+def _efficientvit_rename(trunk: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """EfficientViT's (MIT) original layout to timm's: ``input_stem.op_list.0`` -> ``stem.in_conv``,
+    ``input_stem.op_list.i`` -> ``stem.res{i-1}``, ``stages.s.op_list.j`` -> ``stages.s.blocks.j``."""
+
+    def rename_key(key: str) -> str | None:
+        stem = re.fullmatch(r"input_stem\.op_list\.(\d+)\.(.+)", key)
+        if stem:
+            index = int(stem.group(1))
+            return f"stem.{'in_conv' if index == 0 else f'res{index - 1}'}.{stem.group(2)}"
+        block = re.fullmatch(r"stages\.(\d+)\.op_list\.(\d+)\.(.+)", key)
+        return f"stages.{block.group(1)}.blocks.{block.group(2)}.{block.group(3)}" if block else None
+
+    return _renamed(trunk, rename_key, "EfficientViT")
 
 
 TRUNKS: dict[str, TrunkSpec] = {
     spec.name: spec
     for spec in (
-        TrunkSpec("efficientsam3_repvit_m2_3", "repvit_m2_3", "EfficientSAM3 RepViT-M2.3 trunk + head, SAM3's neck",
-                  _repvit_recognise, _repvit_rename),
+        TrunkSpec("efficientsam3_repvit_m2_3", "repvit_m2_3", "EfficientSAM3: RepViT-M2.3 trunk, head, SAM3's neck",
+                  "features.0.0.c.weight", _repvit_rename),
+        TrunkSpec("efficientsam3_repvit_m1_1", "repvit_m1_1", "EfficientSAM3: RepViT-M1.1 trunk",
+                  "features.0.0.c.weight", _repvit_rename),
+        TrunkSpec("efficientsam3_repvit_m0_9", "repvit_m0_9", "EfficientSAM3: RepViT-M0.9 trunk",
+                  "features.0.0.c.weight", _repvit_rename),
+        TrunkSpec("efficientsam3_tiny_vit_11m", "tiny_vit_11m_224", "EfficientSAM3: TinyViT-11M trunk, head, SAM3's neck",
+                  "patch_embed.seq.0.c.weight", _tiny_vit_rename),
+        TrunkSpec("efficientsam3_tiny_vit_5m", "tiny_vit_5m_224", "EfficientSAM3: TinyViT-5M trunk",
+                  "patch_embed.seq.0.c.weight", _tiny_vit_rename),
+        TrunkSpec("efficientsam3_tiny_vit_21m", "tiny_vit_21m_224", "EfficientSAM3: TinyViT-21M trunk",
+                  "patch_embed.seq.0.c.weight", _tiny_vit_rename),
+        TrunkSpec("efficientsam3_efficientvit_b1", "efficientvit_b1", "EfficientSAM3: EfficientViT-B1 trunk, head, "
+                  "SAM3's neck", "input_stem.op_list.0.conv.weight", _efficientvit_rename, _efficientvit_follow_original),
+        TrunkSpec("efficientsam3_efficientvit_b0", "efficientvit_b0", "EfficientSAM3: EfficientViT-B0 trunk",
+                  "input_stem.op_list.0.conv.weight", _efficientvit_rename, _efficientvit_follow_original),
+        TrunkSpec("efficientsam3_efficientvit_b2", "efficientvit_b2", "EfficientSAM3: EfficientViT-B2 trunk",
+                  "input_stem.op_list.0.conv.weight", _efficientvit_rename, _efficientvit_follow_original),
     )
-}
-
-KNOWN_ELSEWHERE = {  # original-layout marks of trunks EfficientSAM3 ships that dart does not read yet
-    "TinyViT": "layers.0.blocks.0.conv",
-    "EfficientViT": "input_stem.op_list.0.conv.weight",
 }
 
 
 def find_trunk(trunk: dict[str, torch.Tensor], source: str) -> TrunkSpec:
-    """The :class:`TrunkSpec` whose original layout ``trunk`` (keys without the prefix) is in."""
-    for spec in TRUNKS.values():
-        if spec.recognise(trunk):
-            return spec
-    for family, mark in KNOWN_ELSEWHERE.items():
-        if any(key.startswith(mark) for key in trunk):
-            raise CheckpointError(f"'{source}' is an EfficientSAM3 checkpoint with a {family} trunk, which dart does "
-                                  f"not read yet; it reads the RepViT ones ({', '.join(TRUNKS)}).")
+    """The :class:`TrunkSpec` whose timm network ``trunk`` (original-layout keys, without the prefix) fits exactly
+    once renamed: family from its keys, size from its shapes (each candidate built on the meta device)."""
+    from dart.models.loading import key_differences
+    from dart.students.model import import_timm
+
+    origin = {id(tensor): key for key, tensor in trunk.items()}
+    closest: tuple[int, str] | None = None  # (keys that differ, why), of the size the file is nearest to
+    for spec in (spec for spec in TRUNKS.values() if spec.mark in trunk):
+        with torch.device("meta"):
+            model = import_timm().create_model(spec.timm_name, pretrained=False, num_classes=0)
+        try:
+            renamed = spec.rename(trunk, model)
+        except CheckpointError as exc:
+            why = (len(trunk), str(exc).rstrip("."))
+        else:
+            mine = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}  # a classifier
+            missing, unexpected, shaped = key_differences(mine, renamed)
+            if not (missing or unexpected or shaped):
+                return spec
+            named = [origin.get(id(renamed[k]), k) for k in unexpected + shaped]  # as the file names them
+            example = (f"{'unexpected' if unexpected else 'mis-shaped'} {named[0]}" if named
+                       else f"no key for {spec.timm_name}'s {missing[0]}")
+            why = (len(missing) + len(unexpected) + len(shaped),
+                   f"its trunk is laid out like {spec.timm_name} but does not fit it ({len(missing)} missing, "
+                   f"{len(unexpected)} unexpected, {len(shaped)} mis-shaped keys; e.g. {example}), nor any other "
+                   "size dart knows")
+        closest = min(closest, why) if closest else why
+    if closest is not None:
+        raise CheckpointError(f"'{source}': {closest[1]}.")
     raise CheckpointError(f"'{source}' holds an EfficientSAM3 student trunk of a kind dart does not know "
                           f"(first key: {next(iter(trunk), 'none')}).")
 
@@ -140,12 +226,15 @@ class StudentEncoder(nn.Module):
     """``pixel_values [B, 3, S, S]`` -> the ViT's output ``[B, 1024, S/14, S/14]``: the trunk, the projection
     head (1x1 conv, BatchNorm, GELU, 3x3 conv) and a bilinear resize to the ViT grid."""
 
-    def __init__(self, timm_name: str, patch_size: int = 14, channels: int = VIT_CHANNELS):
+    def __init__(self, spec: TrunkSpec, patch_size: int = 14, channels: int = VIT_CHANNELS):
         """``channels``: the ViT width the head makes (1024 for SAM3; what the neck reads)."""
         super().__init__()
         from dart.students.model import import_timm
 
-        self.trunk = import_timm().create_model(timm_name, pretrained=False, num_classes=0)
+        self.trunk = import_timm().create_model(spec.timm_name, pretrained=False, num_classes=0)
+        self.trunk.head = nn.Identity()  # only forward_features runs: no classifier (nor its norm) is held
+        if spec.follow_original is not None:
+            spec.follow_original(self.trunk)
         with torch.no_grad():
             width = int(self.trunk.forward_features(torch.zeros(1, 3, 64, 64)).shape[1])
         self.head = nn.Sequential(
@@ -174,7 +263,7 @@ class EfficientSam3Backbone(nn.Module):
 
         spec = TRUNKS[name]
         vit = sam3.config.vision_config.backbone_config
-        self.encoder = StudentEncoder(spec.timm_name, int(vit.patch_size), int(vit.hidden_size))
+        self.encoder = StudentEncoder(spec, int(vit.patch_size), int(vit.hidden_size))
         self.fpn = nn.ModuleList(list(sam3.vision_encoder.neck.fpn_layers)[:FPN_LEVELS])
         self.dart_backbone_name = name
 
@@ -283,4 +372,13 @@ class EfficientSam3Factory:
         return f"EfficientSam3Factory({self.name!r} -> timm {TRUNKS[self.name].timm_name!r})"
 
 
-repvit_m2_3 = EfficientSam3Factory("efficientsam3_repvit_m2_3")  # entry point of dart.backbones
+# entry points of dart.backbones
+repvit_m2_3 = EfficientSam3Factory("efficientsam3_repvit_m2_3")
+repvit_m1_1 = EfficientSam3Factory("efficientsam3_repvit_m1_1")
+repvit_m0_9 = EfficientSam3Factory("efficientsam3_repvit_m0_9")
+tiny_vit_11m = EfficientSam3Factory("efficientsam3_tiny_vit_11m")
+tiny_vit_5m = EfficientSam3Factory("efficientsam3_tiny_vit_5m")
+tiny_vit_21m = EfficientSam3Factory("efficientsam3_tiny_vit_21m")
+efficientvit_b1 = EfficientSam3Factory("efficientsam3_efficientvit_b1")
+efficientvit_b0 = EfficientSam3Factory("efficientsam3_efficientvit_b0")
+efficientvit_b2 = EfficientSam3Factory("efficientsam3_efficientvit_b2")
