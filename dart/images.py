@@ -317,8 +317,8 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
         coco.add_saved(index)
     columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn()]
+    started = False  # the run's own files come with its first result: a run of unreadable images leaves none
     try:
-        start_run(files, detector.classes, info, result)
         with Progress(*columns, disable=not progress, transient=False) as bar:
             task = bar.add_task("detect", total=len(todo))
             for start in range(0, len(todo), batch):
@@ -333,6 +333,9 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
                     continue
                 all_dets = detector.detect_batch([im for _, im in loaded])
                 for (index, image), dets in zip(loaded, all_dets):
+                    if not started:
+                        start_run(files, detector.classes, info, result)
+                        started = True
                     record, written = files.write(detector, images[index], stems[index], image, dets)
                     result.written.extend(written)
                     if coco is not None:
@@ -346,7 +349,7 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
 
 
 def start_run(files: ResultFiles, classes: list[str], info: dict[str, Any], result: BatchResult) -> None:
-    """Before the first image: the run's record and, for YOLO labels, ``labels/classes.txt``."""
+    """Before the first image's files: the run's record and, for YOLO labels, ``labels/classes.txt``."""
     if files.save_txt:
         from dart.labels import write_class_names
 

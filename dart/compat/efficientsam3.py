@@ -56,12 +56,20 @@ class TrunkSpec:
     mark: str  # a key only this family's original layout has
     rename: Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
     follow_original: Callable[[nn.Module], None] | None = None  # make timm's network compute what the original does
+    unused: tuple[str, ...] = ()  # key prefixes of the ImageNet classifier the original may carry: never run
+
+
+CLASSIFIERS = {"RepViT": ("classifier.", "distill_head."), "TinyViT": ("head.", "norm_head."), "EfficientViT": ()}
 
 
 def _renamed(trunk: dict[str, torch.Tensor], rename_key: Callable[[str], str | None], family: str
              ) -> dict[str, torch.Tensor]:
+    """``trunk`` under timm's names; the family's ImageNet classifier (:data:`CLASSIFIERS`, which older
+    EfficientSAM3 files may hold and nothing runs) is skipped by name, any other key outside the map refused."""
     out, unknown = {}, []
     for key, tensor in trunk.items():
+        if key.startswith(CLASSIFIERS[family]):
+            continue
         new = rename_key(key)
         if new is None:
             unknown.append(key)

@@ -201,7 +201,6 @@ def _label(job: LabelJob, images: list[Path], todo: list[int], stems: list[str],
         quiet_ray_data()
         count, gpus, cpus, job.threads = worker_resources(job.setup, workers, job.threads)
         if not todo:
-            start_run(files, job.names, info, result)
             return result
         items = [{"index": i, "path": str(images[i]), "stem": stems[i]} for i in todo]
         blocks = max(1, min(len(items) // max(1, job.batch), 4096))
@@ -219,8 +218,8 @@ def _label(job: LabelJob, images: list[Path], todo: list[int], stems: list[str],
                 if status == "refused":
                     raise InputError(f"a Ray worker could not label: {row['reason']}.")
                 model = json.loads(str(row["model"]))
-                if not started_run:  # the first answer: the workers' detectors are built, the run is real
-                    info["model"] = info["model"] or model
+                info["model"] = info["model"] or model
+                if status == "done" and not started_run:  # the workers wrote the run's first result files
                     start_run(files, job.names, info, result)
                     started_run = True
                 if model != info["model"]:
