@@ -392,7 +392,7 @@ def prepare_weights(checkpoint: str | Path, work: Path, names: Sequence[str],
         from transformers import Sam3ImageProcessor, Sam3Processor
 
         hf = work / "transformers"
-        model, _ = _load_local(meta)  # as transformers has it (no follow_meta)
+        model, _, _ = _load_local(meta)  # as transformers has it (no follow_meta)
         model.save_pretrained(hf)
         del model
         Sam3Processor(image_processor=Sam3ImageProcessor(size={"height": imgsz, "width": imgsz}),
