@@ -11,7 +11,6 @@ median seconds of each part are printed.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -77,9 +76,10 @@ def main() -> None:
     for system, parts in medians.items():
         print(f"{system}: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()) + f", total {sum(parts.values()):.2f} s")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"threads": args.threads, "runs": args.runs, "imgsz": args.imgsz, "medians": medians,
-                       "dart_runs": dart_runs, "meta_runs": meta_runs}, f, indent=2)
+        from dart.io import write_json
+
+        write_json(args.json, {"threads": args.threads, "runs": args.runs, "imgsz": args.imgsz, "medians": medians,
+                               "dart_runs": dart_runs, "meta_runs": meta_runs})
 
 
 if __name__ == "__main__":

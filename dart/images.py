@@ -257,9 +257,7 @@ def resume_plan(files: ResultFiles, images: list[Path], record: dict[str, Any], 
     """``(earlier record, to do, kept)`` for resuming into ``files.output``: the indices of the images still to
     detect and of those an earlier run finished. Refused with a sentence: results there without a record, or a
     record of another run (keys in ``ignore`` are compared later, by whoever knows them)."""
-    import json
-
-    from dart.run_record import first_difference
+    from dart.run_record import read_record, record_difference
 
     todo, kept = pending_images(images, files, need_json=need_json)
     path = files.output / RUN_FILE
@@ -269,18 +267,12 @@ def resume_plan(files: ResultFiles, images: list[Path], record: dict[str, Any], 
             raise InputError(f"'{files.output}' holds results but no {RUN_FILE}, so which run made them is unknown; "
                              "pass --overwrite to replace them, or choose another --output.")
         return None, todo, kept
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        previous = None
-    canonical = json.loads(json.dumps(record))
+    previous = read_record(path)
     if not isinstance(previous, dict):
         raise InputError(f"'{path}' is not a dart run record; pass --overwrite to start over, or choose another "
                          "--output.")
-    compared = ({k: v for k, v in previous.items() if k not in ignore},
-                {k: v for k, v in canonical.items() if k not in ignore})
-    if compared[0] != compared[1]:
-        changed = first_difference(*compared).removeprefix("settings.")
+    changed = record_difference(previous, record, ignore)
+    if changed is not None:
         raise InputError(f"'{files.output}' holds results of another run ({changed}); --resume only continues the "
                          "same run: pass --overwrite to replace them, or choose another --output.")
     return previous, todo, kept
@@ -297,8 +289,9 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
     ``detector`` may be a :class:`dart.tiling.TiledDetector` (small objects in large images).
 
     ``output/dart-run.json`` records the run (``record``, from :func:`run_record`; the model is added here).
-    ``resume``: images whose files an earlier run of the same record left in ``output`` are kept (:attr:`BatchResult.kept`) and only the others are
-    detected; another run's results there are refused with a sentence. Unreadable images are skipped and reported
+    ``resume``: images whose files an earlier run of the same record left in ``output`` are kept
+    (:attr:`BatchResult.kept`) and only the others are detected; another run's results there are refused with a
+    sentence. Unreadable images are skipped and reported
     in :attr:`BatchResult.failed` (and listed in ``output/unreadable.txt``). Ctrl-C stops after the current batch:
     ``instances.json`` is written for the images done and :attr:`BatchResult.interrupted` is set. Every file
     written is complete; the folder is created only when a first file is written into it.

@@ -93,7 +93,7 @@ def detect(
                              run_record)
     from dart.io import Outputs
     from dart.render import count, precision_line, timing_table
-    from dart.setup import Setup
+    from dart.setup import setup_from_options
     from dart.timing import profile_stages
 
     console = Console()
@@ -111,12 +111,7 @@ def detect(
     if (ray_address or workers) and not ray:
         raise InputError(f"{'--ray-address' if ray_address else '--workers'} is for --ray: add --ray.")
     thresholds = parse_class_conf(class_conf, names)
-    setup = Setup(checkpoint=checkpoint, tokenizer=tokenizer, backbone=backbone, student_weights=student_weights,
-                  skip_blocks=skip_blocks, mask_blocks=mask_blocks, prune_spec=prune_spec, backend=backend,
-                  engines=engines, backbone_engine=backbone_engine, encdec_engine=encdec_engine, imgsz=imgsz,
-                  precision=precision, device=device, compile=compile, max_classes=max_classes, text_cache=text_cache,
-                  prompt_mode=prompt_mode)
-    setup.validate(None)
+    setup = setup_from_options(locals())
     plan = Outputs(overwrite=overwrite)
     plan.inputs_from(images, "image")
     plan.input(classes_file, "classes file")
@@ -127,9 +122,9 @@ def detect(
                                                     save_txt=save_txt, save_coco=save_coco),
                 existing="replace" if resume else "refuse")  # resuming: dart-run.json decides (same run only)
     plan.file(output / RUN_FILE, "run record", existing="replace")
-    settings = {"conf": conf, "class_conf": thresholds, "nms": nms, "class_agnostic_nms": class_agnostic_nms,
-                "max_det": max_det, "masks": masks, "tile": tile, "tile_overlap": tile_overlap if tile else None}
-    record = run_record(names, settings)
+    thresholding = {"conf": conf, "class_conf": thresholds, "nms": nms, "class_agnostic_nms": class_agnostic_nms,
+                    "max_det": max_det, "masks": masks}  # what the detector is built with, and what the run records
+    record = run_record(names, {**thresholding, "tile": tile, "tile_overlap": tile_overlap if tile else None})
     files = ResultFiles(output, save_json=save_json, save_image=save_image, save_txt=save_txt, save_conf=save_conf)
     if resume:  # another run's results are refused now; the model is compared once it is loaded
         resume_plan(files, images, record, need_json=save_coco, ignore=("model",))
@@ -137,10 +132,8 @@ def detect(
         from dart.classes import parse_vocabulary
         from dart.serve.ray_label import LabelJob, label_on_ray
 
-        job = LabelJob(setup, list(names), parse_vocabulary(list(names)).names, files,
-                       dict(conf=conf, class_conf=thresholds, nms=nms, class_agnostic_nms=class_agnostic_nms,
-                            max_det=max_det, masks=masks), tile=tile, tile_overlap=tile_overlap, batch=batch,
-                       threads=threads, coco=save_coco)
+        job = LabelJob(setup, list(names), parse_vocabulary(list(names)).names, files, thresholding, tile=tile,
+                       tile_overlap=tile_overlap, batch=batch, threads=threads, coco=save_coco)
         console.print(f"labelling {count(len(images), 'image')} on Ray ...", highlight=False)
         result = label_on_ray(job, images, address=ray_address, workers=workers, resume=resume, record=record,
                               progress=len(images) > 1)
@@ -149,9 +142,7 @@ def detect(
     set_threads(threads)
     if not setup.uses_engines:
         console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
-    detector = setup.build_detector(names, conf=conf, class_conf=thresholds, nms=nms,
-                                    class_agnostic_nms=class_agnostic_nms, max_det=max_det,
-                                    masks=masks)
+    detector = setup.build_detector(names, **thresholding)
     if note := precision_line(detector.backend):
         console.print(note, highlight=False)
     if tile:

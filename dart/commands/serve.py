@@ -127,13 +127,13 @@ def serve(
 
 def _serve_on_ray(console: Console, setup, names: list[str], config, *, host: str, port: int, address: str | None,
                   replicas: int | None, threads: int | None) -> None:
-    from dart.serve.ray_label import ray_started, stopped_as_ctrl_c
-    from dart.serve.ray_serve import ray_application, replica_resources, serve_on_ray, stop_serving
+    from dart.serve.ray_cluster import cluster_resources, ray_started, stopped_as_ctrl_c
+    from dart.serve.ray_serve import ray_application, serve_on_ray, stop_serving
 
     started = ray_started(address)
     with stopped_as_ctrl_c():  # installed after Ray's own: a SIGTERM takes the replicas (and this Ray) down
         try:
-            count, gpus, cpus = replica_resources(setup, replicas, threads)
+            count, gpus, cpus, _ = cluster_resources(setup, replicas, threads)
             app = ray_application(setup, names, config, replicas=count, gpus=gpus, cpus=cpus, threads=threads)
             console.print(f"starting {count} replica{'s' if count > 1 else ''} on Ray, then serving on "
                           f"[bold]http://{host}:{port}[/] (API docs at /docs) - Ctrl-C stops", highlight=False)

@@ -52,11 +52,9 @@ class TrunkSpec:
 
     name: str  # the dart.backbones name
     timm_name: str
-    description: str
     mark: str  # a key only this family's original layout has
     rename: Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
     follow_original: Callable[[nn.Module], None] | None = None  # make timm's network compute what the original does
-    unused: tuple[str, ...] = ()  # key prefixes of the ImageNet classifier the original may carry: never run
 
 
 CLASSIFIERS = {"RepViT": ("classifier.", "distill_head."), "TinyViT": ("head.", "norm_head."), "EfficientViT": ()}
@@ -170,28 +168,17 @@ def _efficientvit_rename(trunk: dict[str, torch.Tensor], model: nn.Module) -> di
     return _renamed(trunk, rename_key, "EfficientViT")
 
 
+_FAMILIES = (  # (dart name prefix, the original layout's mark, its map, timm fixes, {size: timm network})
+    ("repvit", "features.0.0.c.weight", _repvit_rename, None,
+     {"m2_3": "repvit_m2_3", "m1_1": "repvit_m1_1", "m0_9": "repvit_m0_9"}),
+    ("tiny_vit", "patch_embed.seq.0.c.weight", _tiny_vit_rename, None,
+     {"11m": "tiny_vit_11m_224", "5m": "tiny_vit_5m_224", "21m": "tiny_vit_21m_224"}),
+    ("efficientvit", "input_stem.op_list.0.conv.weight", _efficientvit_rename, _efficientvit_follow_original,
+     {"b1": "efficientvit_b1", "b0": "efficientvit_b0", "b2": "efficientvit_b2"}),
+)
 TRUNKS: dict[str, TrunkSpec] = {
-    spec.name: spec
-    for spec in (
-        TrunkSpec("efficientsam3_repvit_m2_3", "repvit_m2_3", "EfficientSAM3: RepViT-M2.3 trunk, head, SAM3's neck",
-                  "features.0.0.c.weight", _repvit_rename),
-        TrunkSpec("efficientsam3_repvit_m1_1", "repvit_m1_1", "EfficientSAM3: RepViT-M1.1 trunk",
-                  "features.0.0.c.weight", _repvit_rename),
-        TrunkSpec("efficientsam3_repvit_m0_9", "repvit_m0_9", "EfficientSAM3: RepViT-M0.9 trunk",
-                  "features.0.0.c.weight", _repvit_rename),
-        TrunkSpec("efficientsam3_tiny_vit_11m", "tiny_vit_11m_224", "EfficientSAM3: TinyViT-11M trunk, head, SAM3's neck",
-                  "patch_embed.seq.0.c.weight", _tiny_vit_rename),
-        TrunkSpec("efficientsam3_tiny_vit_5m", "tiny_vit_5m_224", "EfficientSAM3: TinyViT-5M trunk",
-                  "patch_embed.seq.0.c.weight", _tiny_vit_rename),
-        TrunkSpec("efficientsam3_tiny_vit_21m", "tiny_vit_21m_224", "EfficientSAM3: TinyViT-21M trunk",
-                  "patch_embed.seq.0.c.weight", _tiny_vit_rename),
-        TrunkSpec("efficientsam3_efficientvit_b1", "efficientvit_b1", "EfficientSAM3: EfficientViT-B1 trunk, head, "
-                  "SAM3's neck", "input_stem.op_list.0.conv.weight", _efficientvit_rename, _efficientvit_follow_original),
-        TrunkSpec("efficientsam3_efficientvit_b0", "efficientvit_b0", "EfficientSAM3: EfficientViT-B0 trunk",
-                  "input_stem.op_list.0.conv.weight", _efficientvit_rename, _efficientvit_follow_original),
-        TrunkSpec("efficientsam3_efficientvit_b2", "efficientvit_b2", "EfficientSAM3: EfficientViT-B2 trunk",
-                  "input_stem.op_list.0.conv.weight", _efficientvit_rename, _efficientvit_follow_original),
-    )
+    f"efficientsam3_{family}_{size}": TrunkSpec(f"efficientsam3_{family}_{size}", timm_name, mark, rename, follow)
+    for family, mark, rename, follow, sizes in _FAMILIES for size, timm_name in sizes.items()
 }
 
 
@@ -243,10 +230,8 @@ class StudentEncoder(nn.Module):
         self.trunk.head = nn.Identity()  # only forward_features runs: no classifier (nor its norm) is held
         if spec.follow_original is not None:
             spec.follow_original(self.trunk)
-        with torch.no_grad():
-            width = int(self.trunk.forward_features(torch.zeros(1, 3, 64, 64)).shape[1])
         self.head = nn.Sequential(
-            nn.Conv2d(width, channels, kernel_size=1, bias=False),
+            nn.Conv2d(int(self.trunk.num_features), channels, kernel_size=1, bias=False),  # the last stage's width
             nn.BatchNorm2d(channels),
             nn.GELU(),
             nn.Conv2d(channels, channels, kernel_size=3, padding=1),

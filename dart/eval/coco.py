@@ -25,7 +25,7 @@ from dart.classes import COCO80
 from dart.errors import InputError
 from dart.eval import store as st
 from dart.io import write_json
-from dart.run_record import first_difference
+from dart.run_record import read_record, record_difference
 
 METRICS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR1", "AR10", "AR100", "AR_S", "AR_M", "AR_L")
 TABLE_METRICS = METRICS[:6]
@@ -290,17 +290,8 @@ def check_resumable(output: str | Path, info: dict[str, Any], *, ignore: Sequenc
     path = Path(output) / RUN
     if not path.exists() or not st.done_ids(path.parent):
         return
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        previous = None
-    canonical = json.loads(json.dumps(info))
-    if isinstance(previous, dict) and ignore:
-        previous = {**previous, "settings": {k: v for k, v in (previous.get("settings") or {}).items()
-                                             if k not in ignore}}
-        canonical = {**canonical, "settings": {k: v for k, v in canonical["settings"].items() if k not in ignore}}
-    if previous != canonical:
-        changed = first_difference(previous, canonical).removeprefix("settings.")
+    changed = record_difference(read_record(path), info, [f"settings.{key}" for key in ignore])
+    if changed is not None:
         raise InputError(
             f"'{path.parent}' holds predictions made with other settings ({changed}); pass --overwrite to start over "
             "or choose another --output."
@@ -312,7 +303,7 @@ def _check_run_info(path: Path, info: dict[str, Any], resume: bool) -> None:
     canonical = json.loads(json.dumps(info))
     if resume:
         check_resumable(path.parent, info)
-    if not path.exists() or json.loads(path.read_text(encoding="utf-8") or "null") != canonical:
+    if read_record(path) != canonical:
         write_json(path, canonical)
 
 

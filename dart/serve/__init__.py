@@ -4,7 +4,8 @@
 - :mod:`dart.serve.app`: the FastAPI app (``POST /v1/detect``, ``GET /v1/health``, ``GET /v1/info``, OpenAPI at
   ``/docs``) with upload and pixel limits, an optional API key, and CORS off unless asked for;
 - :mod:`dart.serve.ray_serve`: the same app as a Ray Serve deployment of N replicas (``dart serve --ray``);
-- :mod:`dart.serve.ray_label`: batch labelling on Ray Data, resumable (``dart detect --ray``).
+- :mod:`dart.serve.ray_label`: batch labelling on Ray Data, resumable (``dart detect --ray``);
+- :mod:`dart.serve.ray_cluster`: what both Ray commands share (joining a cluster, sizing workers, clean stops).
 
 ``ServeConfig`` and ``create_app`` are imported on first use, so the Ray Data side needs no FastAPI.
 """

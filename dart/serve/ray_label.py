@@ -13,19 +13,16 @@ node (a shared file system).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dart.errors import DartError, DependencyError, InputError
+from dart.errors import DartError, InputError
 from dart.images import (BatchResult, CocoLabels, ResultFiles, finish_run, model_record, output_stems, resume_plan,
                          start_run)
-
-RAY_EXTRA = "pip install 'dart-detect[ray]'"
+from dart.serve.ray_cluster import cluster_resources, ray_reason, ray_started, stopped_as_ctrl_c
 
 
 @dataclass
@@ -100,45 +97,6 @@ class LabelWorker:
         return rows
 
 
-def ray_started(address: str | None) -> bool:
-    """Connect to the Ray cluster at ``address`` (None: ``$RAY_ADDRESS``, else a local Ray started now).
-    Returns whether this call started Ray (so the caller shuts it down)."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise DependencyError(f"--ray needs Ray ({exc.name} is missing): {RAY_EXTRA}.") from exc
-    if ray.is_initialized():
-        return False
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"at '{address}'" if address else "(local)"
-        raise DartError(f"could not connect to the Ray cluster {where}: {str(exc).splitlines()[0]}") from None
-    return True
-
-
-@contextlib.contextmanager
-def stopped_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a service manager stopping dart, a closed terminal) raise KeyboardInterrupt, as Ctrl-C
-    does, so that the Ray instance this process started is shut down instead of left running."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum, _frame):
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def quiet_ray_data() -> None:
     """dart draws its own progress bar: Ray Data's bars and per-dataset log lines are turned off."""
     import ray.data
@@ -148,29 +106,13 @@ def quiet_ray_data() -> None:
     context.enable_progress_bars = False
 
 
-def worker_resources(setup, workers: int | None, threads: int | None) -> tuple[int, float, float, int | None]:
-    """``(workers, GPUs each, CPUs each, threads each)``: one worker per GPU of the cluster on CUDA, else one
-    CPU worker with the cluster's CPUs (or ``workers`` workers sharing them)."""
-    import ray
-
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-    on_gpu = str(setup.device).startswith("cuda") or (setup.device == "auto" and gpus > 0)
-    if on_gpu:
-        if gpus == 0:
-            raise InputError(f"--device {setup.device}: the Ray cluster has no GPU; use --device cpu.")
-        count = workers or gpus
-        return count, 1.0, 1.0, threads
-    count = workers or 1
-    each = max(1, cpus // count)
-    return count, 0.0, float(min(each, threads or each)), threads or each
-
-
 def label_on_ray(job: LabelJob, images: list[Path], *, address: str | None = None, workers: int | None = None,
                  resume: bool = False, record: dict[str, Any], progress: bool = True) -> BatchResult:
     """Label ``images`` on Ray Data into ``job.files.output``; see the module docs. ``record`` is the run's
     record (:func:`~dart.images.run_record`) without its model, which comes from the workers (and, resuming,
     must equal the earlier one: each worker checks before it writes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     files, result = job.files, BatchResult()
     stems = output_stems(images)
     if resume:
@@ -182,77 +124,59 @@ def label_on_ray(job: LabelJob, images: list[Path], *, address: str | None = Non
     coco = CocoLabels(job.names, images, files) if job.coco else None
     for index in kept if coco is not None else ():
         coco.add_saved(index)
-    return _label(job, images, todo, stems, coco, result, record, address, workers, progress)
-
-
-def _label(job: LabelJob, images: list[Path], todo: list[int], stems: list[str], coco: CocoLabels | None,
-           result: BatchResult, record: dict[str, Any], address: str | None, workers: int | None,
-           progress: bool) -> BatchResult:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    files = job.files
     started = ray_started(address)
     info = {**record, "model": job.expected_model}
-    signals = contextlib.ExitStack()
-    signals.enter_context(stopped_as_ctrl_c())  # after Ray's own handlers: a SIGTERM keeps what was done
-    try:
-        import ray.data
-
-        quiet_ray_data()
-        count, gpus, cpus, job.threads = worker_resources(job.setup, workers, job.threads)
-        if not todo:
-            return result
-        items = [{"index": i, "path": str(images[i]), "stem": stems[i]} for i in todo]
-        blocks = max(1, min(len(items) // max(1, job.batch), 4096))
-        dataset = ray.data.from_items(items, override_num_blocks=blocks)
-        labelled = dataset.map_batches(LabelWorker, fn_constructor_args=(job,), batch_size=job.batch,
-                                       concurrency=count, num_gpus=gpus or None, num_cpus=cpus,
-                                       batch_format="numpy")
-        columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn()]
-        with Progress(*columns, disable=not progress, transient=False) as bar:
-            task = bar.add_task(f"detect on Ray ({count} worker{'s' if count > 1 else ''})", total=len(todo))
-            started_run = False
-            for row in labelled.iter_rows():
-                index, status = int(row["index"]), str(row["status"])
-                if status == "refused":
-                    raise InputError(f"a Ray worker could not label: {row['reason']}.")
-                model = json.loads(str(row["model"]))
-                info["model"] = info["model"] or model
-                if status == "done" and not started_run:  # the workers wrote the run's first result files
-                    start_run(files, job.names, info, result)
-                    started_run = True
-                if model != info["model"]:
-                    raise InputError(f"two Ray workers hold different models ({info['model']} and {model}); give "
-                                     "every node the same checkpoint.")
-                if status == "failed":
-                    result.failed.append((images[index], str(row["reason"])))
-                else:
-                    if coco is not None:
-                        coco.add(index, json.loads(str(row["result"])))
-                    result.done.append((images[index], None))
-                bar.advance(task)
-    except KeyboardInterrupt:
-        result.interrupted = True
-    except DartError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a worker's error reaches the driver wrapped by Ray
-        raise DartError(f"labelling on Ray failed: {ray_reason(exc)}") from None
-    finally:
+    with stopped_as_ctrl_c():  # after Ray's own handlers: a SIGTERM keeps what was done and stops this Ray
         try:
-            if result.done or result.kept or result.interrupted or result.failed:
-                finish_run(files, coco, result)
+            import ray.data
+
+            quiet_ray_data()
+            count, gpus, cpus, job.threads = cluster_resources(job.setup, workers, job.threads)
+            if not todo:
+                return result
+            items = [{"index": i, "path": str(images[i]), "stem": stems[i]} for i in todo]
+            blocks = max(1, min(len(items) // max(1, job.batch), 4096))
+            dataset = ray.data.from_items(items, override_num_blocks=blocks)
+            labelled = dataset.map_batches(LabelWorker, fn_constructor_args=(job,), batch_size=job.batch,
+                                           concurrency=count, num_gpus=gpus or None, num_cpus=cpus,
+                                           batch_format="numpy")
+            columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn()]
+            with Progress(*columns, disable=not progress, transient=False) as bar:
+                task = bar.add_task(f"detect on Ray ({count} worker{'s' if count > 1 else ''})", total=len(todo))
+                started_run = False
+                for row in labelled.iter_rows():
+                    index, status = int(row["index"]), str(row["status"])
+                    if status == "refused":
+                        raise InputError(f"a Ray worker could not label: {row['reason']}.")
+                    model = json.loads(str(row["model"]))
+                    info["model"] = info["model"] or model
+                    if status == "done" and not started_run:  # the workers wrote the run's first result files
+                        start_run(files, job.names, info, result)
+                        started_run = True
+                    if model != info["model"]:
+                        raise InputError(f"two Ray workers hold different models ({info['model']} and {model}); "
+                                         "give every node the same checkpoint.")
+                    if status == "failed":
+                        result.failed.append((images[index], str(row["reason"])))
+                    else:
+                        if coco is not None:
+                            coco.add(index, json.loads(str(row["result"])))
+                        result.done.append((images[index], None))
+                    bar.advance(task)
+        except KeyboardInterrupt:
+            result.interrupted = True
+        except DartError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a worker's error reaches the driver wrapped by Ray
+            raise DartError(f"labelling on Ray failed: {ray_reason(exc)}") from None
         finally:
-            signals.close()
-            if started:
-                import ray
+            try:
+                if result.done or result.kept or result.interrupted or result.failed:
+                    finish_run(files, coco, result)
+            finally:
+                if started:
+                    import ray
 
-                ray.shutdown()
-    return result
-
-
-def ray_reason(exc: BaseException) -> str:
-    """The last line of what Ray says went wrong (its errors carry the worker's whole traceback)."""
-    cause = getattr(exc, "cause", None) or exc
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(cause).__name__).rstrip(".") + "."
+                    ray.shutdown()
+        return result

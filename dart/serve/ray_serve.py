@@ -10,22 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from dart.errors import DartError
-from dart.serve.ray_label import ray_reason
+from dart.serve.ray_cluster import ray_reason
 
 APP_NAME = "dart"
 
 
 def ray_application(setup: Any, classes: list[str], config: Any, *, replicas: int = 1, gpus: float = 0.0,
-                    cpus: float = 1.0, threads: int | None = None, detector_kwargs: dict[str, Any] | None = None):
+                    cpus: float = 1.0, threads: int | None = None):
     """The bound Ray Serve application: ``replicas`` copies of the dart app, each with ``gpus`` GPUs and ``cpus``
     CPUs (``threads`` CPU threads; default: its CPUs) and a detector built from ``setup`` (a
     :class:`~dart.setup.Setup`) on ``classes`` with the ``config``'s thresholds."""
     from ray import serve
 
-    kwargs = dict(detector_kwargs or {})
-    kwargs.setdefault("conf", config.conf)
-    kwargs.setdefault("nms", config.nms)
-    kwargs.setdefault("masks", config.masks)
+    kwargs = {"conf": config.conf, "nms": config.nms, "masks": config.masks}
     each = threads or max(1, int(cpus))
 
     def build():  # runs in each replica
@@ -42,17 +39,8 @@ def ray_application(setup: Any, classes: list[str], config: Any, *, replicas: in
     return deployment.bind()
 
 
-def replica_resources(setup: Any, replicas: int | None, threads: int | None) -> tuple[int, float, float]:
-    """``(replicas, GPUs each, CPUs each)``: one replica per GPU of the cluster on CUDA, else CPU replicas
-    sharing its CPUs (``threads`` each when given)."""
-    from dart.serve.ray_label import worker_resources
-
-    count, gpus, cpus, _ = worker_resources(setup, replicas, threads)
-    return count, gpus, cpus
-
-
 def serve_on_ray(app, *, host: str = "127.0.0.1", port: int = 8000, blocking: bool = True) -> None:
-    """Start Ray Serve's HTTP proxy on ``host:port`` (Ray must be running: :func:`~dart.serve.ray_label.ray_started`)
+    """Start Ray Serve's HTTP proxy on ``host:port`` (Ray must be running: :func:`~dart.serve.ray_cluster.ray_started`)
     and deploy ``app`` at ``/``; with ``blocking``, serve until Ctrl-C. A replica that cannot build its detector
     is one sentence (:func:`stop_serving` takes down what started)."""
     from ray import serve
