@@ -64,12 +64,21 @@ def to_rgb(image: ImageInput) -> np.ndarray:
 def preprocess(
     images: list[np.ndarray], imgsz: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """RGB ``uint8`` arrays -> normalised ``pixel_values [B, 3, imgsz, imgsz]`` on ``device``."""
+    """RGB ``uint8`` arrays -> normalised ``pixel_values [B, 3, imgsz, imgsz]`` on ``device``.
+
+    The images travel as ``uint8`` (a quarter of float32's bytes) and are resized and normalised where they
+    land; to a GPU they go from pinned memory (PyTorch caches those blocks), so the copy is asynchronous and the
+    host does not wait for it."""
     from torchvision.transforms.v2 import functional as tvf
 
+    device = torch.device(device)
+    pinned = device.type == "cuda"
     batch = []
     for rgb in images:
-        tensor = torch.from_numpy(rgb).to(device, non_blocking=True).permute(2, 0, 1)
+        source = torch.from_numpy(rgb)
+        if pinned:
+            source = source.pin_memory()
+        tensor = source.to(device, non_blocking=True).permute(2, 0, 1)
         batch.append(tvf.resize(tensor, [imgsz, imgsz], interpolation=tvf.InterpolationMode.BILINEAR, antialias=True))
     pixels = torch.stack(batch).to(torch.float32).div_(255.0)
     return pixels.sub_(MEAN).div_(STD).to(dtype)

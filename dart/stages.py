@@ -76,6 +76,22 @@ class BackboneStage(nn.Module):
         return tuple(level(spatial) for level in self.fpn)
 
 
+class GridShapes:
+    """The vision grid's ``spatial_shapes`` for ``transformers``' DETR decoder as Python ints, where the encoder
+    hands it a ``LongTensor [levels, 2]``: the decoder only reads ``.shape[0]`` and ``[0, 0]``/``[0, 1]`` of it, to
+    build the box-RPB coordinate grid with ``torch.arange(0, height)``. From a tensor that needs the value on the
+    host (a device sync each decoder layer, and a graph break in every layer under ``torch.compile``); from ints
+    it is a constant. The numbers are the same."""
+
+    def __init__(self, shapes: list[tuple[int, int]]):
+        self.shapes = [(int(h), int(w)) for h, w in shapes]
+        self.shape = (len(self.shapes), 2)
+
+    def __getitem__(self, index: tuple[int, int]) -> int:
+        level, axis = index
+        return self.shapes[level][axis]
+
+
 class EncDecStage(nn.Module):
     """DETR encoder-decoder over ``B`` images x ``C`` classes in one batch.
 
@@ -239,13 +255,13 @@ class EncDecStage(nn.Module):
         if geometry is not None:
             prompt = torch.cat([prompt, geometry[0].to(prompt.dtype)], dim=1)
             mask_bc = torch.cat([mask_bc.bool(), geometry[1]], dim=1)
-        memory, pos_flat, spatial_shapes = self.encode(fpn_1x, prompt, mask_bc)
+        memory, pos_flat, _ = self.encode(fpn_1x, prompt, mask_bc)
         decoded = self.detr_decoder(
             vision_features=memory,
             text_features=prompt,
             vision_pos_encoding=pos_flat,
             text_mask=mask_bc,
-            spatial_shapes=spatial_shapes,
+            spatial_shapes=GridShapes([tuple(fpn_1x.shape[-2:])]),  # what `spatial_shapes` holds, as ints
         )
         queries = decoded.intermediate_hidden_states[-1]
         offsets = self.detr_decoder.box_head(queries)

@@ -19,6 +19,42 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 PRODUCTS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+CLASS_BUCKETS = (1, 2, 4, 8, 16)  # class counts a compiled encoder-decoder is traced for (beyond: multiples of 16)
+STATE_KEYS = ("memory", "queries", "prompt", "prompt_mask")  # return_state's per-(image, class) rows
+
+
+def class_bucket(count: int) -> int:
+    """The class count a compiled encoder-decoder runs for ``count`` classes: the smallest of
+    :data:`CLASS_BUCKETS` that holds them, else the next multiple of the largest. So whatever the class list,
+    a compiled stage sees at most a handful of shapes and never recompiles after its warm-up."""
+    for bucket in CLASS_BUCKETS:
+        if count <= bucket:
+            return bucket
+    step = CLASS_BUCKETS[-1]
+    return -(-count // step) * step
+
+
+def pad_classes(text: torch.Tensor, text_mask: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``text [C, T, D]`` and its mask padded to ``count`` classes by repeating the first class: the added rows
+    are real prompts (no all-masked attention), and every (image, class) row of the encoder-decoder is computed
+    independently of the others, so the first ``C`` outputs are unchanged."""
+    extra = count - text.shape[0]
+    if extra <= 0:
+        return text, text_mask
+    return (torch.cat([text, text[:1].expand(extra, -1, -1)]),
+            torch.cat([text_mask, text_mask[:1].expand(extra, -1)]))
+
+
+def unpad_classes(out: dict[str, torch.Tensor], batch: int, count: int) -> dict[str, torch.Tensor]:
+    """The first ``count`` classes of an encoder-decoder output computed for more (see :func:`pad_classes`)."""
+    kept = {}
+    for key, value in out.items():
+        if key in STATE_KEYS:  # rows b * C_padded + c
+            value = value.unflatten(0, (batch, -1))[:, :count].flatten(0, 1)
+        else:  # [B, C_padded, ...]
+            value = value[:, :count]
+        kept[key] = value
+    return kept
 
 
 def _cast(stage: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -41,9 +77,14 @@ class TorchBackend:
     max_classes: int | None = None
 
     def __init__(self, loaded: LoadedSam3, *, device: str | torch.device = "auto", precision: str = "fp32",
-                 compile: str | None = None, backbone: torch.nn.Module | None = None, prompt_mode: str = "meta"):
+                 compile: str | None = None, backbone: torch.nn.Module | None = None, prompt_mode: str = "meta",
+                 class_buckets: bool | None = None):
         """``backbone``: a module that replaces SAM3's ViT + FPN (a student from :mod:`dart.students`); it must
-        map ``pixel_values`` to the same three FPN levels as :class:`BackboneStage`."""
+        map ``pixel_values`` to the same three FPN levels as :class:`BackboneStage`.
+
+        ``class_buckets``: run the encoder-decoder for a class count of :func:`class_bucket` (the text padded,
+        the outputs cut back); default: on when compiled, so a compiled stage is traced for fixed shapes (CUDA
+        graphs under ``reduce-overhead``) and a new class list never recompiles it."""
         self.device = resolve_device(device)
         self.precision, self.precision_reason = choose_precision(precision, self.device)
         self.dtype = resolve_precision(self.precision, self.device)
@@ -63,6 +104,10 @@ class TorchBackend:
         self.compile_mode = compile
         self._backbone = self.backbone_stage
         self._encdec = self.encdec_stage
+        self.class_buckets = compile is not None if class_buckets is None else bool(class_buckets)
+        # CUDA graphs (reduce-overhead) hand back outputs that their next replay overwrites: the detector keeps
+        # several (class chunks, the video pipeline's frames), so under them every output is copied out
+        self._copy_outputs = compile == "reduce-overhead"
         if compile is not None:
             if compile not in COMPILE_MODES:
                 raise InputError(f"unknown compile mode '{compile}': use {', '.join(COMPILE_MODES)}.")
@@ -70,7 +115,7 @@ class TorchBackend:
 
             noise.quiet_compiler()
             self._backbone = torch.compile(self.backbone_stage, mode=compile)
-            self._encdec = torch.compile(self.encdec_stage, mode=compile, dynamic=True)
+            self._encdec = torch.compile(self.encdec_stage, mode=compile, dynamic=not self.class_buckets)
 
     def _reduced(self):
         """In bf16/fp16 the stages run under autocast on fp32 inputs (pixels, text features), with only the weights
@@ -84,7 +129,8 @@ class TorchBackend:
     @torch.inference_mode()
     def backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self._reduced():
-            return self._backbone(pixel_values.to(self.device, torch.float32))
+            features = self._backbone(pixel_values.to(self.device, torch.float32))
+        return tuple(f.clone() for f in features) if self._copy_outputs else features
 
     @torch.inference_mode()
     def encdec(self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor,
@@ -94,9 +140,17 @@ class TorchBackend:
         text = text.to(self.device, torch.float32)
         text_mask = text_mask.to(self.device)
         extra = {k: v.to(self.device) for k, v in geometry.items() if v is not None}
-        stage = self._encdec if not extra else self.encdec_stage  # exemplar shapes vary: eager, not compiled
+        if extra:  # exemplar shapes vary: eager, not compiled
+            with self._reduced():
+                return self.encdec_stage(*features, text, text_mask, return_state=return_state, **extra)
+        classes, batch = text.shape[0], features[0].shape[0]
+        if self.class_buckets:
+            text, text_mask = pad_classes(text, text_mask, class_bucket(classes))
         with self._reduced():
-            return stage(*features, text, text_mask, return_state=return_state, **extra)
+            out = self._encdec(*features, text, text_mask, return_state=return_state)
+        if text.shape[0] != classes:
+            out = unpad_classes(out, batch, classes)
+        return {k: v.clone() for k, v in out.items()} if self._copy_outputs else out
 
     @torch.inference_mode()
     def exemplar_tokens(self, features: tuple[torch.Tensor, ...], boxes: torch.Tensor, labels: torch.Tensor

@@ -90,7 +90,8 @@ Precision = Annotated[str, typer.Option(
          "or bf16 for the backbone and encoder-decoder (the text encoder stays fp32).")]
 Compile = Annotated[Optional[str], typer.Option(
     "--compile", rich_help_panel=SPEED,
-    help="torch.compile the stages with this mode: default, reduce-overhead or max-autotune. Off by default.")]
+    help="torch.compile the stages with this mode: default, reduce-overhead (CUDA graphs) or max-autotune. The "
+         "class count is padded to 1, 2, 4, 8 or 16, so a new class list does not recompile. Off by default.")]
 Imgsz = Annotated[int, typer.Option("--imgsz", rich_help_panel=SPEED,
                                     help="Square input size; a multiple of 14 (1008 is SAM3's native size).")]
 RunImgsz = Annotated[Optional[int], typer.Option(
