@@ -38,16 +38,12 @@ def build(full: bool, bpe: Path, folder: Path, seed: int):
     if not full:
         model = ref.build_meta_model(bpe, seed)
         return model, ref.save_as_sam3_pt(model, folder), ref.IMGSZ
-    builder = ref.import_meta()
-    torch.manual_seed(seed)
-    with ref.cpu_fallbacks():
-        model = builder.build_sam3_image_model(bpe_path=str(bpe), device="cpu", eval_mode=True,
-                                               load_from_HF=False, checkpoint_path=None)
-    ref._fill_uninitialised(model, seed)
+    from dart.bench.peers import random_meta_model, save_meta_checkpoint
+
+    ref.import_meta()  # Meta's builder imports with its CUDA warnings silenced
+    model = random_meta_model(bpe, seed)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "sam3.pt"
-    torch.save({"model": {f"detector.{k}": v for k, v in model.state_dict().items()}}, path)
-    return model.eval(), path, 1008
+    return model, save_meta_checkpoint(model, folder / "sam3.pt"), 1008
 
 
 def main() -> None:

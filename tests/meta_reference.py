@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dart.bench.peers import meta_on_cpu
+from dart.bench.peers import fill_uninitialised, meta_on_cpu
 
 IMGSZ = 112
 SMALL = {
@@ -94,20 +94,8 @@ def build_meta_model(bpe_path: str | Path, seed: int = 0):
     with shrunk_builder() as builder, cpu_fallbacks():
         model = builder.build_sam3_image_model(bpe_path=str(bpe_path), device="cpu", eval_mode=True,
                                                load_from_HF=False, checkpoint_path=None)
-    _fill_uninitialised(model, seed)
+    fill_uninitialised(model, seed)
     return model.eval()
-
-
-def _fill_uninitialised(model: torch.nn.Module, seed: int) -> None:
-    """Meta's random init leaves the text encoder's positional embedding and projection as ``torch.empty`` and the
-    box head's last layer at zero: seeded random values instead."""
-    generator = torch.Generator().manual_seed(seed + 1)
-    text = model.backbone.language_backbone.encoder
-    last = model.transformer.decoder.bbox_embed.layers[-1]
-    with torch.no_grad():
-        for tensor, std in ((text.positional_embedding, 0.01), (text.text_projection, 0.02), (last.weight, 0.02),
-                            (last.bias, 0.02)):
-            tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
 
 
 def match_detections(got, expected: list[tuple[int, float, Any]]) -> list[tuple[int, int]]:
@@ -134,9 +122,9 @@ def save_as_sam3_pt(model: torch.nn.Module, folder: Path) -> Path:
     ``transformers`` config beside it."""
     from transformers import Sam3Config
 
+    from dart.bench.peers import save_meta_checkpoint
+
     folder.mkdir(parents=True, exist_ok=True)
-    state = {f"detector.{key}": value for key, value in model.state_dict().items()}
-    path = folder / "sam3.pt"
-    torch.save({"model": state}, path)
+    path = save_meta_checkpoint(model, folder / "sam3.pt")
     Sam3Config(**SMALL_CONFIG).to_json_file(str(folder / "config.json"))
     return path

@@ -10,7 +10,9 @@ Systems (``SYSTEMS``), each run as its users run it:
 - ``transformers-fp32``: transformers' ``Sam3Model``/``Sam3Processor`` as their docs show it: vision embeddings
   computed once per image, then one forward per prompt and ``post_process_instance_segmentation``;
 - ``dart-research-fp32``: the DART research code (``Sam3MultiClassPredictorFast(use_fp16=False,
-  detection_only=True)``) from a local clone (``research_repo``); it is not on the package index.
+  detection_only=True)``) from a local clone (``research_repo``); it is not on the package index;
+- on CUDA only: ``dart-fp16`` (dart's PyTorch backend in fp16) and ``dart-research-fp16``, the research code's own
+  fast path (``use_fp16=True``: its backbone and heads under fp16 autocast), for a same-precision ratio.
 
 Every system runs in a child process of its own (one after another, so they never share the CPU or the GPU), which
 reports its load time, the median time of its image part (preprocessing and backbone, once per image) and of its
@@ -51,21 +53,27 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     "meta-bf16": {"family": "meta", "precision": "bf16"},
     "transformers-fp32": {"family": "transformers", "precision": "fp32"},
     "dart-research-fp32": {"family": "research", "precision": "fp32", "needs": "research_repo"},
+    "dart-fp16": {"family": "dart", "backend": "torch", "precision": "fp16", "cuda": True},
+    "dart-research-fp16": {"family": "research", "precision": "fp16", "needs": "research_repo", "cuda": True},
 }
 PEER_FAMILIES = ("meta", "transformers", "research")
 CONF = 0.5
 
 
-def default_systems(*, engines: bool, research_repo: bool) -> list[str]:
-    """Every system whose inputs are given (engine systems need ``engines``, DART's needs its clone)."""
+def default_systems(*, engines: bool, research_repo: bool, cuda: bool = False) -> list[str]:
+    """Every system whose inputs are given (engine systems need ``engines``, DART's needs its clone, fp16 ones a
+    CUDA device)."""
     have = {"engines": engines, "research_repo": research_repo}
-    return [name for name, spec in SYSTEMS.items() if have.get(spec.get("needs", ""), True)]
+    return [name for name, spec in SYSTEMS.items()
+            if have.get(spec.get("needs", ""), True) and (cuda or not spec.get("cuda"))]
 
 
-def parse_systems(text: str | Sequence[str] | None, *, engines: bool, research_repo: bool) -> list[str]:
-    """``"dart-fp32,meta-fp32"`` -> names, checked; ``None`` -> :func:`default_systems`."""
+def parse_systems(text: str | Sequence[str] | None, *, engines: bool, research_repo: bool,
+                  cuda: bool = False) -> list[str]:
+    """``"dart-fp32,meta-fp32"`` -> names, checked; ``None`` -> :func:`default_systems`. ``cuda``: the run's device
+    is a CUDA GPU (fp16 systems need one)."""
     if text is None:
-        return default_systems(engines=engines, research_repo=research_repo)
+        return default_systems(engines=engines, research_repo=research_repo, cuda=cuda)
     names = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
     if not names:
         raise InputError(f"--systems is empty; choose from {', '.join(SYSTEMS)}.")
@@ -77,6 +85,9 @@ def parse_systems(text: str | Sequence[str] | None, *, engines: bool, research_r
             raise InputError(f"{name} runs dart's exported stages: give --engines DIR (from `dart export`).")
         if needs == "research_repo" and not research_repo:
             raise InputError(f"{name} needs a clone of the DART research code: give --research-repo DIR.")
+        if SYSTEMS[name].get("cuda") and not cuda:
+            raise InputError(f"{name} computes in fp16, which needs a CUDA device: give --device cuda on a machine "
+                             "with an NVIDIA GPU.")
     return list(dict.fromkeys(names))
 
 
@@ -112,6 +123,43 @@ def meta_on_cpu() -> Iterator[None]:
         TransformerDecoder._get_coords = original_coords
         torch.Tensor.pin_memory = original_pin
         model_builder.PositionEmbeddingSine = original_sine
+
+
+def fill_uninitialised(model: torch.nn.Module, seed: int = 0) -> None:
+    """Meta's random init (and the DART fork's) leaves the text encoder's positional embedding and projection as
+    ``torch.empty`` and the box head's last layer at zero: seeded random values instead, so a random model computes
+    finite, varied numbers."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    text = model.backbone.language_backbone.encoder
+    last = model.transformer.decoder.bbox_embed.layers[-1]
+    with torch.no_grad():
+        for tensor, std in ((text.positional_embedding, 0.01), (text.text_projection, 0.02), (last.weight, 0.02),
+                            (last.bias, 0.02)):
+            tensor.copy_((torch.randn(tensor.shape, generator=generator) * std).to(tensor.device, tensor.dtype))
+
+
+def random_meta_model(bpe: str | Path, seed: int = 0, device: str = "cpu") -> torch.nn.Module:
+    """A full-size SAM3 image model with random weights, built by the ``sam3`` package on the path (Meta's, or the
+    DART research code's fork of it) with its own builder, in eval mode: the weights every peer can read."""
+    from sam3.model_builder import build_sam3_image_model
+
+    torch.manual_seed(seed)
+    with meta_on_cpu():
+        model = build_sam3_image_model(bpe_path=str(bpe), device=device, eval_mode=True, load_from_HF=False,
+                                       checkpoint_path=None)
+    fill_uninitialised(model, seed)
+    return model.eval()
+
+
+def save_meta_checkpoint(model: torch.nn.Module, path: str | Path) -> Path:
+    """``model``'s weights in the layout of Meta's ``sam3.pt`` (``detector.`` keys under ``"model"``, on the CPU),
+    written atomically."""
+    from dart.io import atomic_path
+
+    state = {f"detector.{key}": value.detach().cpu() for key, value in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"model": state}, tmp)
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------------ runners
@@ -242,9 +290,9 @@ class ResearchRunner(Runner):
             model = build_sam3_image_model(bpe_path=spec["bpe"], device=self.device.type, eval_mode=True,
                                            checkpoint_path=spec["meta_checkpoint"], load_from_HF=False)
             self.predictor = Sam3MultiClassPredictorFast(model, resolution=spec["imgsz"], device=self.device.type,
-                                                         use_fp16=False, detection_only=True)
-        self.precision = "fp32"
-        self.runs_on = f"DART research fp32 {self.device}"
+                                                         use_fp16=spec["precision"] == "fp16", detection_only=True)
+        self.precision = spec["precision"]
+        self.runs_on = f"DART research {self.precision} {self.device}"
         self._names: list[str] | None = None
 
     def image(self, bgr: np.ndarray) -> Any:

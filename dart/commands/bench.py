@@ -360,8 +360,8 @@ def peers(
     systems: Annotated[Optional[str], typer.Option(
         "--systems", rich_help_panel=BENCH,
         help="Comma-separated, from: dart-fp32, dart-auto, dart-onnxruntime, dart-openvino, dart-openvino-bf16, "
-             "meta-fp32, meta-bf16, transformers-fp32, dart-research-fp32 (default: every one whose inputs are "
-             "given).")] = None,
+             "meta-fp32, meta-bf16, transformers-fp32, dart-research-fp32, and on CUDA dart-fp16, "
+             "dart-research-fp16 (default: every one whose inputs are given).")] = None,
     classes_counts: Annotated[str, typer.Option(
         "--classes-counts", rich_help_panel=BENCH,
         help="Class counts to time, comma-separated (COCO names, then 'object N' beyond 80).")] = "1,4,80",
@@ -370,7 +370,8 @@ def peers(
     engines: opt.Engines = None,
     research_repo: Annotated[Optional[Path], typer.Option(
         "--research-repo", rich_help_panel=BENCH,
-        help="A clone of the DART research code (github.com/mkturkcan/DART) for the dart-research-fp32 row.")] = None,
+        help="A clone of the DART research code (github.com/mkturkcan/DART) for the dart-research-fp32 row (and "
+             "dart-research-fp16 on CUDA).")] = None,
     tokenizer: Annotated[Optional[Path], typer.Option(
         "--tokenizer", rich_help_panel=opt.MODEL,
         help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: the one open-clip-torch installs).")] = None,
@@ -403,7 +404,10 @@ def peers(
 
     console = Console()
     counts = parse_counts(classes_counts)
-    chosen = parse_systems(systems, engines=engines is not None, research_repo=research_repo is not None)
+    from dart.backends.base import resolve_device
+
+    chosen = parse_systems(systems, engines=engines is not None, research_repo=research_repo is not None,
+                           cuda=resolve_device(device).type == "cuda")
     if research_repo is not None and not (research_repo / "sam3" / "model" / "sam3_multiclass_fast.py").is_file():
         raise InputError(f"'{research_repo}' is not a clone of the DART research code (no "
                          "sam3/model/sam3_multiclass_fast.py in it).")
