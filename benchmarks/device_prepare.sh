@@ -5,10 +5,11 @@
 #
 #   .device/wheels/   what the GPU machine (Python 3.12, torch 2.11, transformers 5.17; see the device tool's
 #                     KINDS.md) lacks for dart: transformers at the version tested here (dart needs >= 5.20),
-#                     pycocotools, ftfy + wcwidth, regex (transformers checks its version when imported), typer,
-#                     click and rich at the versions tested here (the CLI), and dart itself as a wheel (used only if
-#                     building this working tree there fails); for the DART research code:
-#                     setuptools < 81 (its `import pkg_resources`) and decord (imported by its model builder);
+#                     pycocotools, ftfy + wcwidth, regex (transformers checks its version when imported), the
+#                     CLI's typer, click and rich at the versions tested here with what this typer needs (pydantic,
+#                     which that machine lacks), and dart itself as a wheel (used only if building this working
+#                     tree there fails); for the DART research code: setuptools < 81 (its `import
+#                     pkg_resources`), decord and iopath (imported by its model builder);
 #   .device/DART/     the DART research code's `sam3` package and licence, from a local clone (DART_REPO=DIR; the
 #                     device tool's `fetch` of mkturkcan/DART, or a git clone); without it the peer rows are skipped.
 #
@@ -38,12 +39,18 @@ rm -rf "$DEST/wheels" "$DEST/DART"
 mkdir -p "$DEST/wheels"
 # one version of each, no dependencies pulled in: the GPU machine already has the rest (KINDS.md's package list)
 $PY -m pip download -q --no-deps "${PLATFORM[@]}" -d "$DEST/wheels" \
-    "transformers==$TRANSFORMERS" "pycocotools>=2.0.7" "ftfy>=6.1" "wcwidth" "regex>=2025.10.22" "setuptools<81" "decord==0.6.0" \
-    "typer==$(version typer)" "click==$(version click)" "rich==$(version rich)"
+    "transformers==$TRANSFORMERS" "pycocotools>=2.0.7" "ftfy>=6.1" "wcwidth" "regex>=2025.10.22" \
+    $(for name in typer click rich pydantic pydantic-core annotated-types typing-inspection; do
+          echo "$name==$(version $name)"; done)
 $PY -m pip wheel -q --no-deps --no-build-isolation -w "$DEST/wheels" . >"$DEST/dart-wheel.log" 2>&1 \
     || { cat "$DEST/dart-wheel.log" >&2; exit 1; }
 
 if [[ -n "${DART_REPO:-}" ]]; then
+    # what the research code imports beyond dart's needs: pkg_resources (setuptools < 81), decord and iopath (a
+    # source release only: built into a wheel here, pure Python)
+    $PY -m pip download -q --no-deps "${PLATFORM[@]}" -d "$DEST/wheels" "setuptools<81" "decord==0.6.0"
+    $PY -m pip wheel -q --no-deps -w "$DEST/wheels" "iopath==0.1.10" >"$DEST/iopath-wheel.log" 2>&1 \
+        || { cat "$DEST/iopath-wheel.log" >&2; exit 1; }
     mkdir -p "$DEST/DART"
     cp -r "$DART_REPO/sam3" "$DEST/DART/"
     cp "$DART_REPO"/LICENSE* "$DEST/DART/" 2>/dev/null || true

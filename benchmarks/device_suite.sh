@@ -43,8 +43,8 @@ if [[ "$SMOKE" == 1 ]]; then  # a tiny random SAM3 at 112 px: the script's plumb
     IMGSZ=112 FRAMES=${FRAMES:-4} COUNTS=${COUNTS:-1,2,17} STAGE_FLAGS=(--runs 2 --warmup 1 --compile none)
     VIDEO_FLAGS=(--imgsz 112 --warmup 1) PRECISIONS=${PRECISIONS:-bf16}
 else
-    SYNTH=() IMGSZ=1008 FRAMES=${FRAMES:-120} COUNTS=${COUNTS:-1,2,4,8,16,80} STAGE_FLAGS=()
-    VIDEO_FLAGS=(--warmup 10) PRECISIONS=${PRECISIONS:-fp16,bf16}
+    SYNTH=() IMGSZ=1008 FRAMES=${FRAMES:-60} COUNTS=${COUNTS:-1,2,4,8,16,80} STAGE_FLAGS=(--runs 10 --warmup 3)
+    VIDEO_FLAGS=(--warmup 5) PRECISIONS=${PRECISIONS:-fp16,bf16}
 fi
 
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit inside the budget, log, remember failures
@@ -69,7 +69,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit inside the budge
     echo "== $name: $((SECONDS - begun)) s"
 }
 
-install() {  # the carried wheels, then this working tree (the carried dart wheel if building it fails)
+install_carried() {  # the carried wheels, then this working tree (the carried dart wheel if building it fails)
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
         $(ls "$CARRY"/wheels/*.whl | grep -v '/dart_detect-') || return 1
     $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target "$SITE" . \
@@ -77,7 +77,9 @@ install() {  # the carried wheels, then this working tree (the carried dart whee
 }
 
 if compgen -G "$CARRY/wheels/*.whl" >/dev/null; then
-    step install 90 install
+    export -f install_carried
+    export PY CARRY SITE
+    step install 90 bash -c install_carried
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/bin:$PATH"
 fi
 
@@ -98,8 +100,8 @@ if [[ "$DEVICE" == cuda* ]]; then
         tests/test_video.py tests/test_bench.py tests/test_tensorrt.py tests/test_torch_backend.py
 fi
 
-step stages 240 $PY benchmarks/stage_times.py --device "$DEVICE" "${SYNTH[@]}" --imgsz "$IMGSZ" --counts "$COUNTS" \
-    --precisions "$PRECISIONS" --budget-s $((BUDGET_S / 3)) "${STAGE_FLAGS[@]}" \
+step stages 200 $PY benchmarks/stage_times.py --device "$DEVICE" "${SYNTH[@]}" --imgsz "$IMGSZ" --counts "$COUNTS" \
+    --precisions "$PRECISIONS" --budget-s 100 "${STAGE_FLAGS[@]}" \
     --json "$RESULT/stages.json" --markdown "$WORK/stages.md"
 
 $PY - "$WORK/clip.mp4" "$FRAMES" <<'EOF'
@@ -124,13 +126,13 @@ done
 
 if [[ -f "$CARRY/DART/sam3/model/sam3_multiclass_fast.py" ]]; then
     BPE="$CARRY/DART/sam3/assets/bpe_simple_vocab_16e6.txt.gz"
-    if [[ "$DEVICE" == cuda* ]]; then SYSTEMS=dart-auto,dart-fp16,dart-research-fp32,dart-research-fp16
-    else SYSTEMS=dart-auto,dart-research-fp32; fi
+    if [[ "$DEVICE" == cuda* ]]; then SYSTEMS=dart-research-fp16,dart-auto,dart-fp16,dart-research-fp32
+    else SYSTEMS=dart-research-fp32,dart-auto; fi
     step weights 60 env PYTHONPATH="$CARRY/DART:${PYTHONPATH:-}" $PY benchmarks/random_sam3_pt.py "$WORK/sam3.pt" \
         --bpe "$BPE"
-    step peers 200 dart bench peers "$WORK/sam3.pt" --research-repo "$CARRY/DART" --tokenizer "$BPE" \
-        --systems "$SYSTEMS" --device "$DEVICE" --classes-counts 4,80 --warmup 2 --runs 5 --runs-large 3 \
-        --timeout 90 -o "$WORK/peers"
+    step peers 220 dart bench peers "$WORK/sam3.pt" --research-repo "$CARRY/DART" --tokenizer "$BPE" \
+        --systems "$SYSTEMS" --device "$DEVICE" --classes-counts "${PEER_COUNTS:-4,80}" --warmup 1 --runs 3 --runs-large 2 \
+        --timeout "${PEER_TIMEOUT:-50}" -o "$WORK/peers"
     cp "$WORK/peers/peers.json" "$RESULT/peers.json" 2>/dev/null
 else
     echo "== peers: skipped (no DART research code in $CARRY/DART; see benchmarks/device_prepare.sh)" \

@@ -69,6 +69,7 @@ class Bench:
         self.compile_counts = [int(c) for c in args.compile_counts.split(",") if c]
         self.text = self._text(max(self.counts + self.compile_counts + [4]))
         self.reference: dict[str, Any] = {}
+        self.on_rows = None  # called with the rows so far after every part
 
     def _text(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM3's text encoder on ``count`` random token sequences of 3-8 tokens: realistic text features."""
@@ -199,6 +200,8 @@ class Bench:
         return row
 
     def part(self, rows: list[dict[str, Any]], precision: str, mode: str, fn) -> None:
+        """Run one part, keep its row (or its error), and write the report so far: a run stopped at its time limit
+        keeps every part that finished."""
         print(f"== {precision} {mode}", flush=True)
         try:
             row = fn()
@@ -207,6 +210,8 @@ class Bench:
             row = {"precision": precision, "mode": mode, "error": f"{type(exc).__name__}: {exc}"}
         print({k: v for k, v in row.items() if k != "attention_kernels"}, flush=True)
         rows.append(row)
+        if self.on_rows is not None:
+            self.on_rows(rows)
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -289,11 +294,17 @@ def main() -> None:
     settings["counts"] = bench.counts
     report = {"benchmark": "stage-times", "environment": env, "header": header(env), "settings": settings,
               "weights": "random full-size SAM3 (synthetic)" if not args.synthetic_config else args.synthetic_config,
-              "rows": bench.run()}
-    report["seconds"] = round(time.perf_counter() - bench.start, 1)
-    write_json(Path(args.json), report)
-    if args.markdown:
-        write_text(Path(args.markdown), markdown(report))
+              "rows": []}
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        report["rows"] = rows
+        report["seconds"] = round(time.perf_counter() - bench.start, 1)
+        write_json(Path(args.json), report)
+        if args.markdown:
+            write_text(Path(args.markdown), markdown(report))
+
+    bench.on_rows = save
+    save(bench.run())
     print(markdown(report))
 
 

@@ -240,6 +240,8 @@ CASES = [
     # ------------------------------------------------------------------ bench peers: refused before anything loads
     Case("peers-missing-checkpoint", "bench peers missing.pt -o bench", 2, "checkpoint 'missing.pt' does not exist"),
     Case("peers-unknown-system", "bench peers photos --systems dart-fp32,meta -o bench", 2, "unknown system 'meta'"),
+    Case("peers-fp16-without-cuda", "bench peers photos --systems dart-fp16 --device cpu -o bench", 2,
+         "dart-fp16 computes in fp16, which needs a CUDA device"),
     Case("peers-research-not-a-clone", "bench peers photos --research-repo photos -o bench", 2,
          "not a clone of the DART research code"),
 ]
