@@ -278,3 +278,56 @@ def run_outputs(backend: Any, pixels: torch.Tensor, text: torch.Tensor, text_mas
 
 def compare_runs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[Agreement]:
     return compare_outputs(a, b, [k for k in a if k in b])
+
+
+@dataclass(frozen=True)
+class DetectionAgreement:
+    """How far two runs' final detections agree on one image: each run's detections after the detector's own
+    thresholds and NMS, paired class by class (a minimum-cost assignment on IoU), a pair counting as matched at
+    ``iou`` or more."""
+
+    conf: float
+    iou: float
+    reference: int  # detections of the first run
+    other: int  # detections of the second run
+    matched: int
+    mean_iou: float  # over the matched pairs (1.0 when there are none)
+    max_score_diff: float  # over the matched pairs
+
+    @property
+    def agreement(self) -> float:
+        """Matched pairs over the larger of the two counts: 1.0 when both runs detect the same objects."""
+        larger = max(self.reference, self.other)
+        return 1.0 if larger == 0 else self.matched / larger
+
+    def sentence(self) -> str:
+        return (f"detections at conf {self.conf:g}: {self.reference} and {self.other}, {self.matched} matched (same "
+                f"class, IoU >= {self.iou:g}): agreement {100 * self.agreement:.1f} %, mean IoU {self.mean_iou:.4f}, "
+                f"largest score difference {self.max_score_diff:.4f}")
+
+
+def detection_agreement(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *, conf: float = 0.3,
+                        nms: float | None = 0.7, iou: float = 0.5) -> DetectionAgreement:
+    """Final detections of the first image of two :func:`run_outputs` results, compared (:class:`DetectionAgreement`)."""
+    from scipy.optimize import linear_sum_assignment
+    from torchvision.ops import box_iou
+
+    from dart.postprocess import PostprocessConfig, select
+
+    cfg = PostprocessConfig(conf=conf, nms_iou=nms)
+    picked = [select(run["logits"][0], run["boxes"][0], run["presence"][0], cfg) for run in (a, b)]
+    matched, ious, score_diffs = 0, [], []
+    for c in sorted(set(picked[0].class_ids.tolist()) | set(picked[1].class_ids.tolist())):
+        mine, theirs = (sel.class_ids == c for sel in picked)
+        if not mine.any() or not theirs.any():
+            continue
+        overlap = box_iou(picked[0].boxes[mine], picked[1].boxes[theirs]).numpy()
+        rows, cols = linear_sum_assignment(-overlap)
+        for r, k in zip(rows, cols):
+            if overlap[r, k] >= iou:
+                matched += 1
+                ious.append(float(overlap[r, k]))
+                score_diffs.append(abs(float(picked[0].scores[mine][r] - picked[1].scores[theirs][k])))
+    return DetectionAgreement(conf=conf, iou=iou, reference=len(picked[0].scores), other=len(picked[1].scores),
+                              matched=matched, mean_iou=sum(ious) / len(ious) if ious else 1.0,
+                              max_score_diff=max(score_diffs, default=0.0))

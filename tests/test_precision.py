@@ -125,12 +125,14 @@ def test_cli_bisect_and_compare(tiny_ckpt, tmp_path, tmp_path_factory):
     assert result.exit_code == 0, result.output
     assert "torch bf16 (cpu)" in result.output and PrecisionSpec.load(out) == PrecisionSpec()
     result = runner.invoke(app, ["precision", "compare", "torch:fp32", f"onnxruntime:{folder}", "-m", str(tiny_ckpt),
-                                 "--device", "cpu", "-c", "person", "dog"])
+                                 "--device", "cpu", "-c", "person", "dog", "--conf", "0.05"])
     assert result.exit_code == 0, result.output
     assert "fpn_1x" in result.output and "presence" in result.output and "1.000000" in result.output
+    line = " ".join(result.output.split())
+    assert "detections at conf 0.05:" in line and "agreement 100.0 %" in line and "detections at conf 0.05: 0 and" not in line
     result = runner.invoke(app, ["precision", "compare", "torch:fp8", "torch:fp32", "-m", str(tiny_ckpt)])
     assert result.exit_code == 2 and "fp32, fp16 or bf16" in result.output
-    result = runner.invoke(app, ["precision", "compare", "--help"])
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["precision", "compare", "--help"])
     assert "default: person car" in " ".join(result.output.split())  # the default the command uses is in --help
 
 
@@ -191,3 +193,34 @@ def test_bf16_keeps_close_to_fp32(tiny_loaded):
         assert torch.nn.functional.cosine_similarity(x.flatten(), y.float().flatten(), dim=0) > 0.999
     ha, hb = fp32.encdec(a, text, mask), bf16.encdec(b, text, mask)
     assert torch.nn.functional.cosine_similarity(ha["logits"].flatten(), hb["logits"].float().flatten(), dim=0) > 0.999
+
+
+def _outputs(boxes, logits, presence=(4.0, 4.0)):
+    """One image's encoder-decoder outputs (two classes, three queries) as run_outputs gives them."""
+    return {"logits": torch.tensor([logits]), "boxes": torch.tensor([boxes]), "presence": torch.tensor([presence])}
+
+
+def test_detection_agreement_pairs_detections_class_by_class():
+    from dart.precision import detection_agreement
+
+    boxes = [[[0.1, 0.1, 0.3, 0.3], [0.5, 0.5, 0.9, 0.9], [0.0, 0.0, 0.05, 0.05]],
+             [[0.2, 0.6, 0.4, 0.8], [0.6, 0.1, 0.8, 0.3], [0.0, 0.9, 0.05, 0.95]]]
+    logits = [[3.0, 2.0, -9.0], [1.0, 2.5, -9.0]]  # two detections per class at conf 0.3, the third query below it
+    same = detection_agreement(_outputs(boxes, logits), _outputs(boxes, logits))
+    assert (same.reference, same.other, same.matched) == (4, 4, 4)
+    assert same.agreement == 1.0 and same.mean_iou == pytest.approx(1.0) and same.max_score_diff == 0.0
+
+    moved = [[list(b) for b in row] for row in boxes]
+    moved[0][0] = [0.7, 0.7, 0.75, 0.75]  # class 0's first box moves away: no pair at IoU 0.5
+    nudged = [[3.0, 2.0, -9.0], [1.2, 2.5, -9.0]]  # class 1's first score changes a little
+    other = detection_agreement(_outputs(boxes, logits), _outputs(moved, nudged))
+    assert (other.reference, other.other, other.matched) == (4, 4, 3)
+    assert other.agreement == pytest.approx(0.75)
+    expected = torch.sigmoid(torch.tensor(1.2)) - torch.sigmoid(torch.tensor(1.0))
+    assert other.max_score_diff == pytest.approx(float(expected * torch.sigmoid(torch.tensor(4.0))), rel=1e-5)
+
+    absent = detection_agreement(_outputs(boxes, logits), _outputs(boxes, logits, presence=(4.0, -9.0)))
+    assert (absent.other, absent.matched) == (2, 2) and absent.agreement == pytest.approx(0.5)  # class 1 gone
+    none = detection_agreement(_outputs(boxes, logits, (-9.0, -9.0)), _outputs(boxes, logits, (-9.0, -9.0)))
+    assert none.reference == none.other == 0 and none.agreement == 1.0
+    assert "agreement 50.0 %" in absent.sentence()

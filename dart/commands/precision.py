@@ -118,18 +118,20 @@ def compare_command(
         "--classes", "-c", rich_help_panel=opt.DETECTION,
         help="Class names to compare (repeat the flag or separate with commas; default: person car).")] = None,
     text_cache: opt.TextCachePath = None,
+    conf: opt.Conf = D["conf"],
     imgsz: opt.Imgsz = D["imgsz"],
     device: opt.Device = D["device"],
     threads: opt.Threads = None,
 ) -> None:
-    """Cosine and max-abs error of every backbone and encoder-decoder output between two runs.
+    """Cosine and max-abs error of every backbone and encoder-decoder output between two runs, and how far their
+    final detections agree.
 
     Example: [bold]dart precision compare torch:fp32 onnxruntime:engines/ --image street.jpg -c person car[/]
     """
     from dart.errors import InputError
     from dart.export.onnx_export import sample_pixels
     from dart.export.verify import agreement_table
-    from dart.precision import RunSpec, compare_runs, make_backend, run_outputs
+    from dart.precision import RunSpec, compare_runs, detection_agreement, make_backend, run_outputs
     from dart.text_cache import TextCache
 
     from dart.backends.base import set_threads
@@ -173,3 +175,4 @@ def compare_command(
     with console.status("running ..."):
         outputs = [run_outputs(b, pixels, text, text_mask) for b in backends]
     console.print(agreement_table(compare_runs(*outputs), f"{runs[1]} vs {runs[0]} ({', '.join(names)})"))
+    console.print(detection_agreement(*outputs, conf=conf).sentence(), highlight=False)
