@@ -51,20 +51,7 @@ for precision in $PRECISIONS; do
         --precision "$precision" --classes-counts "$COUNTS" -o "$OUT/class-scaling-$precision"
 done
 
-python - "$OUT/clip.mp4" "$FRAMES" <<'EOF'
-import sys
-
-import cv2
-import numpy as np
-
-path, frames = sys.argv[1], int(sys.argv[2])
-writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 30, (1280, 720))
-rng = np.random.default_rng(0)
-base = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
-for i in range(frames):
-    writer.write(np.roll(base, 4 * i, axis=1))
-writer.release()
-EOF
+python benchmarks/make_clip.py "$OUT/clip.mp4" "$FRAMES"
 first=${PRECISIONS%% *}
 step video dart bench video "$OUT/clip.mp4" --synthetic "${SYNTH[@]}" --device "$DEVICE" --precision "$first" \
     -c car truck bus person --max-frames "$FRAMES" -o "$OUT/video"

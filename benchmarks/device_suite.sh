@@ -104,19 +104,7 @@ step stages 200 $PY benchmarks/stage_times.py --device "$DEVICE" "${SYNTH[@]}" -
     --precisions "$PRECISIONS" --budget-s 100 "${STAGE_FLAGS[@]}" \
     --json "$RESULT/stages.json" --markdown "$WORK/stages.md"
 
-$PY - "$WORK/clip.mp4" "$FRAMES" <<'EOF'
-import sys
-
-import cv2
-import numpy as np
-
-path, frames = sys.argv[1], int(sys.argv[2])
-writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 30, (1280, 720))
-base = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
-for i in range(frames):
-    writer.write(np.roll(base, 4 * i, axis=1))
-writer.release()
-EOF
+$PY benchmarks/make_clip.py "$WORK/clip.mp4" "$FRAMES"
 for classes in 4 80; do
     if ((classes == 4)); then names=(-c car -c truck -c bus -c person); else names=(--coco); fi
     step "video-$classes" 90 dart bench video "$WORK/clip.mp4" --synthetic "${SYNTH[@]}" --device "$DEVICE" \

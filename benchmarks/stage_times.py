@@ -28,19 +28,15 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import statistics
 import time
 import traceback
 from typing import Any
 
 import torch
 
+from dart.export.verify import cosine
+
 ATTENTION_WORDS = ("flash", "fmha", "attention", "attn", "efficient", "sdpa", "softmax")
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double().flatten(), b.double().flatten()
-    return float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-30))
 
 
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -91,22 +87,17 @@ class Bench:
             torch.cuda.synchronize(self.device)
 
     def timed(self, fn, runs: int) -> float:
-        """Median milliseconds of ``runs`` calls after ``--warmup`` untimed ones (CUDA events on a GPU)."""
-        from dart.bench.timing import time_calls
+        """Median milliseconds of ``runs`` calls after ``--warmup`` untimed ones (CUDA events on a GPU, no sync
+        between the calls; the wall clock on a CPU)."""
+        from dart.bench.timing import stage_timer
 
-        if self.device.type != "cuda":
-            return statistics.median(time_calls(fn, self.device, warmup=self.args.warmup, runs=runs))
         for _ in range(self.args.warmup):
             fn()
-        pairs = []
+        timer = stage_timer(self.device)
         for _ in range(runs):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            pairs.append((start, end))
-        self.sync()
-        return statistics.median(s.elapsed_time(e) for s, e in pairs)
+            with timer("call"):
+                fn()
+        return timer.summary()["call"]["median"]
 
     def encdec(self, backend, features, count: int) -> list[dict[str, torch.Tensor]]:
         """The encoder-decoder over ``count`` classes in chunks of ``--max-classes``, as the detector runs it."""

@@ -396,6 +396,7 @@ def peers(
 
     Example: [bold]dart bench peers sam3.pt --engines engines/ --classes-counts 1,4,80 --threads 8[/]
     """
+    from dart.backends.base import resolve_device
     from dart.bench.class_scaling import bench_image, parse_counts
     from dart.bench.peers import parse_systems, run_peers, write_report
     from dart.bench.report import peers_table
@@ -404,8 +405,6 @@ def peers(
 
     console = Console()
     counts = parse_counts(classes_counts)
-    from dart.backends.base import resolve_device
-
     chosen = parse_systems(systems, engines=engines is not None, research_repo=research_repo is not None,
                            cuda=resolve_device(device).type == "cuda")
     if research_repo is not None and not (research_repo / "sam3" / "model" / "sam3_multiclass_fast.py").is_file():
