@@ -130,3 +130,9 @@ class TiledDetector:
 
     def __getattr__(self, name: str):
         return getattr(self.detector, name)
+
+
+def tiled(detector, tile: int | None, *, overlap: float = DEFAULT_OVERLAP, batch: int = 4):
+    """``detector`` wrapped in a :class:`TiledDetector` when ``tile`` is given (``--tile``), else itself: the one
+    place the commands (detect, eval, video, the Ray labeller) turn their tiling options into a detector."""
+    return TiledDetector(detector, tile, overlap=overlap, batch=batch) if tile else detector

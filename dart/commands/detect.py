@@ -145,10 +145,9 @@ def detect(
     detector = setup.build_detector(names, **thresholding)
     if note := precision_line(detector.backend):
         console.print(note, highlight=False)
-    if tile:
-        from dart.tiling import TiledDetector
+    from dart.tiling import tiled
 
-        detector = TiledDetector(detector, tile, overlap=tile_overlap, batch=batch)
+    detector = tiled(detector, tile, overlap=tile_overlap, batch=batch)
     imgsz = detector.backend.imgsz
     if benchmark:
         summary = profile_stages(detector, images[0], warmup=warmup, runs=bench_runs)

@@ -139,10 +139,9 @@ def coco(
         if rank == 0 and (note := precision_line(detector.backend)):
             console.print(note, highlight=False)
         settings = _settings(setup, detector.backend, conf, nms, max_det, categories, tile, tile_overlap)
-        if tile:
-            from dart.tiling import TiledDetector
+        from dart.tiling import tiled
 
-            detector = TiledDetector(detector, tile, overlap=tile_overlap, batch=batch)
+        detector = tiled(detector, tile, overlap=tile_overlap, batch=batch)
         try:
             result = ev.evaluate_coco(detector, images, annotations, out, max_images=max_images, masks=masks,
                                       classes=names, resume=not overwrite, batch=batch, rank=rank, world=world,

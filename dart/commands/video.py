@@ -192,10 +192,9 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     try:
         console.print(f"source: {src.describe()}", highlight=False)
         detector = build_detector(console, setup, names, **o)
-        if o["tile"]:
-            from dart.tiling import TiledDetector
+        from dart.tiling import tiled
 
-            detector = TiledDetector(detector, o["tile"], overlap=o["tile_overlap"])
+        detector = tiled(detector, o["tile"], overlap=o["tile_overlap"])
     except BaseException:
         src.close()
         raise

@@ -45,11 +45,9 @@ class LabelJob:
 def build_labeller(job: LabelJob):
     """The detector a job describes (tiled when asked)."""
     detector = job.setup.build_detector(job.classes, **job.detector_kwargs)
-    if job.tile:
-        from dart.tiling import TiledDetector
+    from dart.tiling import tiled
 
-        detector = TiledDetector(detector, job.tile, overlap=job.tile_overlap, batch=job.batch)
-    return detector
+    return tiled(detector, job.tile, overlap=job.tile_overlap, batch=job.batch)
 
 
 class LabelWorker:
