@@ -55,14 +55,19 @@ class TextStage(nn.Module):
 
 
 class BackboneStage(nn.Module):
-    """``pixel_values [B, 3, H, W]`` -> FPN features ``(4x, 2x, 1x)`` of the patch grid, ``D_fpn`` channels."""
+    """``pixel_values [B, 3, H, W]`` -> FPN features ``(4x, 2x, 1x)`` of the patch grid, ``D_fpn`` channels.
 
-    def __init__(self, sam3: nn.Module):
+    ``complex_rope``: in eager PyTorch, run each ViT layer with :func:`dart.models.rope.vit_layer` (the rotary
+    embedding as one complex product, as Meta's ViT computes it; the same numbers, less time on a CPU). Traced,
+    exported or compiled, the layers run as ``transformers`` has them."""
+
+    def __init__(self, sam3: nn.Module, complex_rope: bool = False):
         super().__init__()
         vision = sam3.vision_encoder
         self.vit = vision.backbone
         self.fpn = nn.ModuleList(list(vision.neck.fpn_layers)[:FPN_LEVELS])
         self.patch_size = int(self.vit.config.patch_size)
+        self.complex_rope = complex_rope
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         batch = pixel_values.shape[0]
@@ -70,8 +75,15 @@ class BackboneStage(nn.Module):
         grid_w = pixel_values.shape[-1] // self.patch_size
         hidden = self.vit.embeddings(pixel_values)
         hidden = self.vit.layer_norm(hidden.view(batch, grid_h, grid_w, -1))
-        for layer in self.vit.layers:
-            hidden = layer(hidden)
+        if self.complex_rope and not (torch.compiler.is_compiling() or torch.jit.is_tracing()
+                                      or torch.onnx.is_in_onnx_export()):
+            from dart.models.rope import vit_layer
+
+            for layer in self.vit.layers:
+                hidden = vit_layer(layer, hidden)
+        else:
+            for layer in self.vit.layers:
+                hidden = layer(hidden)
         spatial = hidden.permute(0, 3, 1, 2)
         return tuple(level(spatial) for level in self.fpn)
 

@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from dart.backends.base import COMPILE_MODES, choose_precision, resolve_device, resolve_precision
 from dart.errors import InputError
 from dart.models.sam3 import image_size, text_max_length
-from dart.stages import EncDecStage, TextStage
+from dart.stages import BackboneStage, EncDecStage, TextStage
 
 if TYPE_CHECKING:  # pragma: no cover
     from dart.models.loading import LoadedSam3
@@ -96,6 +96,10 @@ class TorchBackend:
         self._tokenizer = None
         self.text_stage = TextStage(model).to(self.device).eval()  # text stays fp32: it runs once per class list
         stage = backbone if backbone is not None else loaded.backbone_stage()
+        if isinstance(stage, BackboneStage):
+            # measured faster on a CPU, the same numbers (BENCHMARKS.md); eager only: compiled, the stage runs
+            # transformers' layers (stages.py). The CUDA path keeps them until it is measured there
+            stage.complex_rope = self.device.type == "cpu"
         self.backbone_name = getattr(stage, "dart_backbone_name", "sam3")
         self.backbone_stage = _cast(stage, self.device, self.dtype).eval()
         self.encdec_stage = _cast(EncDecStage(model, self.imgsz, prompt_mode), self.device, self.dtype).eval()
