@@ -5,7 +5,12 @@ Both models are loaded from one Meta checkpoint; the runs alternate (dart, Meta,
 speed drifts affects both alike. First the three FPN levels are compared (they must agree to float noise), then the
 median seconds of each part are printed.
 
+``--precision bf16`` runs each as its bf16 peer row does: dart with its products' weights cast and under autocast
+(``TorchBackend``), Meta's model as it is under bf16 autocast. ``--profile`` adds the operators that took the most
+time in one more run of each (torch profiler, self CPU time).
+
     python benchmarks/image_part_vs_meta.py sam3.pt --bpe bpe_simple_vocab_16e6.txt.gz --threads 2 --runs 3
+    python benchmarks/image_part_vs_meta.py sam3.pt --bpe bpe_simple_vocab_16e6.txt.gz --precision bf16 --profile
 """
 
 from __future__ import annotations
@@ -22,17 +27,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--imgsz", type=int, default=1008)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--profile", action="store_true", help="also print each side's costliest operators")
     parser.add_argument("--json", help="also write the medians here")
     args = parser.parse_args()
 
+    import contextlib
+
     import torch
 
+    from dart.backends.torch_backend import _cast
     from dart.bench.peers import meta_on_cpu
     from dart.models.loading import load_sam3
     from dart.stages import BackboneStage
 
     torch.set_num_threads(args.threads)
-    stage = BackboneStage(load_sam3(args.checkpoint, imgsz=args.imgsz).model).eval()
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    stage = _cast(BackboneStage(load_sam3(args.checkpoint, imgsz=args.imgsz).model), torch.device("cpu"), dtype).eval()
+
+    def reduced():
+        return torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     with meta_on_cpu():
         from sam3.model_builder import build_sam3_image_model
 
@@ -61,7 +75,7 @@ def main() -> None:
         t2 = time.perf_counter()
         return {"trunk": t1 - t0, "fpn": t2 - t1}, levels
 
-    with torch.inference_mode(), meta_on_cpu():
+    with torch.inference_mode(), meta_on_cpu(), reduced():  # both sides under the same autocast
         (_, mine), (_, theirs) = dart_parts(), meta_parts()  # also the warm-up
         for i, (a, b) in enumerate(zip(mine, theirs)):
             print(f"FPN level {i}: largest difference {float((a - b).abs().max()):.2e} (largest |value| "
@@ -71,6 +85,12 @@ def main() -> None:
             dart_runs.append(dart_parts()[0])
             meta_runs.append(meta_parts()[0])
             print(f"run {run}: dart {dart_runs[-1]}  meta {meta_runs[-1]}", flush=True)
+        if args.profile:
+            for name, parts in (("dart", dart_parts), ("meta", meta_parts)):
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                    parts()
+                print(f"{name}: costliest operators (self CPU time, one run)")
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     medians = {"dart": {k: statistics.median(r[k] for r in dart_runs) for k in dart_runs[0]},
                "meta": {k: statistics.median(r[k] for r in meta_runs) for k in meta_runs[0]}}
     for system, parts in medians.items():
@@ -78,7 +98,8 @@ def main() -> None:
     if args.json:
         from dart.io import write_json
 
-        write_json(args.json, {"threads": args.threads, "runs": args.runs, "imgsz": args.imgsz, "medians": medians,
+        write_json(args.json, {"threads": args.threads, "runs": args.runs, "imgsz": args.imgsz,
+                               "precision": args.precision, "medians": medians,
                                "dart_runs": dart_runs, "meta_runs": meta_runs})
 
 
