@@ -170,3 +170,36 @@ def test_command_refuses_bad_input_before_loading(meta_checkpoint, tmp_path):
     assert result.exit_code == 2 and "not a clone of the DART research code" in result.output
     result = run_cli("bench", "peers", str(meta_checkpoint), "--systems", "dart-openvino", "-o", str(tmp_path / "o"))
     assert result.exit_code == 2 and "--engines" in result.output
+
+
+def test_rounds_alternate_the_order_and_give_medians(meta_checkpoint, monkeypatch):
+    import dart.bench.peers as peers
+
+    seen, clock = [], iter(range(1, 100))
+
+    def fake_child(spec, work, research_repo, timeout_s, on_line):
+        seen.append(spec["system"])
+        t = float(next(clock))  # a machine that gets slower with every child
+        return {"system": spec["system"], "family": peers.SYSTEMS[spec["system"]]["family"], "precision": "fp32",
+                "runs_on": "fake", "load_s": 1.0, "image_s": t, "class_s": {"1": 1.0}, "per_image_s": {"1": t + 1},
+                "peak_rss_mb": 100.0 * t}
+
+    monkeypatch.setattr(peers, "_run_child", fake_child)
+    report = peers.run_peers(meta_checkpoint, ["dart-fp32", "transformers-fp32"], counts=[1], device="cpu",
+                             threads=1, rounds=3)
+    assert seen == ["dart-fp32", "transformers-fp32", "transformers-fp32", "dart-fp32", "dart-fp32",
+                    "transformers-fp32"]
+    dart, hf = report["systems"]
+    assert dart["image_s"] == 4.0 and hf["image_s"] == 3.0  # medians of (1, 4, 5) and (2, 3, 6)
+    assert dart["rounds"] == [{"1": 2.0}, {"1": 5.0}, {"1": 6.0}] and dart["peak_rss_mb"] == 500.0
+    assert report["settings"]["rounds"] == 3
+
+
+def test_merge_rounds_leaves_out_failed_rounds():
+    from dart.bench.peers import merge_rounds
+
+    good = {"system": "x", "load_s": 1.0, "image_s": 2.0, "class_s": {"1": 1.0}, "per_image_s": {"1": 3.0},
+            "peak_rss_mb": 10.0}
+    merged = merge_rounds([good, {"system": "x", "error": "boom"}, dict(good, image_s=4.0, per_image_s={"1": 5.0})])
+    assert merged["image_s"] == 3.0 and merged["per_image_s"] == {"1": 4.0} and merged["failed_rounds"] == 1
+    assert merge_rounds([{"system": "x", "error": "boom"}, {"system": "x", "error": "again"}])["error"] == "boom"

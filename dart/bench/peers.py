@@ -459,37 +459,74 @@ def run_peers(checkpoint: str | Path, systems: Sequence[str], *, counts: Sequenc
               image: str | Path | None = None, engines: str | Path | None = None,
               research_repo: str | Path | None = None, tokenizer: str | Path | None = None, device: str = "auto",
               threads: int | None = None, warmup: int = 1, runs: int = 2, runs_large: int = 1,
-              timeout_s: float | None = None, on_line: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+              timeout_s: float | None = None, rounds: int = 1,
+              on_line: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run every system in its own child process, one after another; returns the report (see module doc).
-    A system that fails gets its error's last line in its row instead of numbers; the others still run."""
+    A system that fails gets its error's last line in its row instead of numbers; the others still run.
+
+    ``rounds`` above 1 runs the whole sequence that many times, alternately forwards and backwards (A B C, C B A,
+    ...), and gives each system the medians over its rounds (:func:`merge_rounds`): a machine whose speed drifts
+    during a long run then weighs on every system alike, not on the ones that ran last."""
     from dart.backends.base import set_threads
     from dart.bench.environment import environment, header
 
     from dart.bench.class_scaling import class_names
 
+    if rounds < 1:
+        raise InputError(f"rounds must be 1 or more, got {rounds}.")
     threads = set_threads(threads)
-    rows = []
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
     with tempfile.TemporaryDirectory(prefix="dart-peers-") as tmp:
         work = Path(tmp)
         on_line("preparing the weights every system reads ...")
         paths = prepare_weights(checkpoint, work, class_names(max(counts)), tokenizer,
                                 transformers=any(SYSTEMS[s]["family"] == "transformers" for s in systems))
-        for name in systems:
-            spec = {"system": name, **paths, "engines": str(engines) if engines else None,
-                    "image": str(image) if image is not None else None,
-                    "counts": list(counts), "device": device, "threads": threads, "warmup": warmup, "runs": runs,
-                    "runs_large": runs_large}
-            on_line(f"{name} ...")
-            rows.append(_run_child(spec, work, research_repo, timeout_s, on_line))
+        for round_index in range(rounds):
+            order = list(systems) if round_index % 2 == 0 else list(reversed(systems))
+            for name in order:
+                spec = {"system": name, **paths, "engines": str(engines) if engines else None,
+                        "image": str(image) if image is not None else None,
+                        "counts": list(counts), "device": device, "threads": threads, "warmup": warmup,
+                        "runs": runs, "runs_large": runs_large}
+                on_line(f"{name} ..." if rounds == 1 else f"{name} (round {round_index + 1} of {rounds}) ...")
+                measured[name].append(_run_child(spec, work, research_repo, timeout_s, on_line))
+    rows = [merge_rounds(measured[name]) for name in systems]
     run_device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     env = environment(run_device)
     report = {"benchmark": "peers", "environment": env, "header": header(env),
               "settings": {"counts": list(counts), "warmup": warmup, "runs": runs, "runs_large": runs_large,
+                           "rounds": rounds,
                            "threads": threads, "conf": CONF, "checkpoint": str(checkpoint),
                            "image": str(image) if image else "synthetic 1280x720 frame", "imgsz": paths["imgsz"]},
               "systems": rows}
     add_speedups(report)
     return report
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's row from its rounds: the medians of its times (load, image part, class part and seconds per
+    image at each count, each taken over the rounds that measured it), its highest peak memory, and each round's
+    seconds per image under ``rounds``. Failed rounds are left out and counted in ``failed_rounds``; a system
+    that failed every round keeps its first error."""
+    import statistics
+
+    ok = [row for row in rounds if "per_image_s" in row]
+    if len(rounds) == 1 or not ok:
+        return rounds[0]
+    row = dict(ok[0])
+    for key in ("load_s", "image_s"):
+        if all(key in r for r in ok):
+            row[key] = statistics.median(r[key] for r in ok)
+    for key in ("class_s", "per_image_s"):
+        counts = [count for count in ok[0][key] if all(count in r.get(key, {}) for r in ok)]
+        row[key] = {count: statistics.median(r[key][count] for r in ok) for count in counts}
+    for key in ("peak_rss_mb", "peak_cuda_mb", "rss_after_load_mb"):
+        if any(key in r for r in ok):
+            row[key] = max(r[key] for r in ok if key in r)
+    row["rounds"] = [r["per_image_s"] for r in ok]
+    if len(ok) < len(rounds):
+        row["failed_rounds"] = len(rounds) - len(ok)
+    return row
 
 
 def _run_child(spec: dict[str, Any], work: Path, research_repo: str | Path | None, timeout_s: float | None,

@@ -126,7 +126,9 @@ def peers_table(report: dict[str, Any]) -> Table:
         table.add_row(row["system"], row["runs_on"], *cells, f"{row['image_s']:.3g}", f"{row['load_s']:.1f}",
                       f"{row['peak_rss_mb']:.0f}")
     s = report["settings"]
-    table.caption = (f"medians of {s['runs']} runs ({s['runs_large']} above 16 classes) after {s['warmup']} warm-up; "
+    rounds = s.get("rounds", 1)
+    over = f", then over {rounds} rounds in alternating order" if rounds > 1 else ""
+    table.caption = (f"medians of {s['runs']} runs ({s['runs_large']} above 16 classes) after {s['warmup']} warm-up{over}; "
                      f"(Nx) = speed-up over the fastest peer computing in the same precision; {s['imgsz']} px, "
                      f"{s['threads']} threads")
     return table

@@ -384,6 +384,10 @@ def peers(
                                             help="Timed runs of counts above 16 classes (minutes each on a CPU).")] = 1,
     timeout: Annotated[Optional[float], typer.Option(
         "--timeout", min=1, rich_help_panel=BENCH, help="Seconds one system may take before it is stopped.")] = None,
+    rounds: Annotated[int, typer.Option(
+        "--rounds", min=1, rich_help_panel=BENCH,
+        help="Run the systems this many times, alternately forwards and backwards, and report each one's medians: "
+             "a machine whose speed drifts then weighs on every system alike.")] = 1,
     output: Output = Path("runs/bench"),
     overwrite: opt.Overwrite = False,
     threads: opt.Threads = None,
@@ -422,7 +426,7 @@ def peers(
     console.print(f"systems: {', '.join(chosen)}; {', '.join(map(str, counts))} classes", highlight=False)
     report = run_peers(checkpoint, chosen, counts=counts, image=image, engines=engines, research_repo=research_repo,
                        tokenizer=tokenizer, device=device, threads=threads, warmup=warmup, runs=runs,
-                       runs_large=runs_large, timeout_s=timeout,
+                       runs_large=runs_large, timeout_s=timeout, rounds=rounds,
                        on_line=lambda line: console.print(escape(line), highlight=False))
     json_path, png_path = write_report(report, output)
     console.print(peers_table(report))
