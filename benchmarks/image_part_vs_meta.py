@@ -1,4 +1,4 @@
-"""dart's image part (transformers' ViT + FPN, as dart runs it) against Meta's ``sam3`` trunk and neck, side by
+"""dart's image part (transformers' ViT with dart's RoPE, and the FPN, as dart runs it on a CPU) against Meta's ``sam3`` trunk and neck, side by
 side in one process on the same ``sam3.pt`` and the same pixels: where the per-image time goes, part by part.
 
 Both models are loaded from one Meta checkpoint; the runs alternate (dart, Meta, dart, ...) so that a machine whose
@@ -39,6 +39,7 @@ def main() -> None:
     from dart.backends.torch_backend import _cast
     from dart.bench.peers import meta_on_cpu
     from dart.models.loading import load_sam3
+    from dart.models.rope import vit_layers
     from dart.stages import BackboneStage
 
     torch.set_num_threads(args.threads)
@@ -60,8 +61,7 @@ def main() -> None:
         t0 = time.perf_counter()
         hidden = stage.vit.layer_norm(stage.vit.embeddings(pixels).view(1, grid, grid, -1))
         t1 = time.perf_counter()
-        for layer in stage.vit.layers:
-            hidden = layer(hidden)
+        hidden = vit_layers(stage.vit.layers, hidden)  # as TorchBackend runs them on the CPU
         t2 = time.perf_counter()
         levels = [level(hidden.permute(0, 3, 1, 2)) for level in stage.fpn]
         t3 = time.perf_counter()

@@ -57,7 +57,7 @@ class TextStage(nn.Module):
 class BackboneStage(nn.Module):
     """``pixel_values [B, 3, H, W]`` -> FPN features ``(4x, 2x, 1x)`` of the patch grid, ``D_fpn`` channels.
 
-    ``complex_rope``: in eager PyTorch, run each ViT layer with :func:`dart.models.rope.vit_layer` (the rotary
+    ``complex_rope``: in eager PyTorch, run the ViT layers with :func:`dart.models.rope.vit_layers` (the rotary
     embedding as one complex product, as Meta's ViT computes it; the same numbers, less time on a CPU). Traced,
     exported or compiled, the layers run as ``transformers`` has them."""
 
@@ -77,10 +77,9 @@ class BackboneStage(nn.Module):
         hidden = self.vit.layer_norm(hidden.view(batch, grid_h, grid_w, -1))
         if self.complex_rope and not (torch.compiler.is_compiling() or torch.jit.is_tracing()
                                       or torch.onnx.is_in_onnx_export()):
-            from dart.models.rope import vit_layer
+            from dart.models.rope import vit_layers
 
-            for layer in self.vit.layers:
-                hidden = vit_layer(layer, hidden)
+            hidden = vit_layers(self.vit.layers, hidden)
         else:
             for layer in self.vit.layers:
                 hidden = layer(hidden)

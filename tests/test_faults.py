@@ -244,6 +244,7 @@ CASES = [
          "dart-fp16 computes in fp16, which needs a CUDA device"),
     Case("peers-research-not-a-clone", "bench peers photos --research-repo photos -o bench", 2,
          "not a clone of the DART research code"),
+    Case("peers-no-rounds", "bench peers photos --rounds 0 -o bench", 2, "Invalid value for '--rounds'"),
 ]
 
 
