@@ -1,4 +1,5 @@
-"""dart's stages, composed from ``transformers``' SAM3 submodules (nothing here re-implements SAM3).
+"""dart's stages, composed from ``transformers``' SAM3 submodules (the ViT's rotation and the DETR decoder's loop
+run in dart's own form, proved equal to ``transformers``': :mod:`dart.models.rope`, :mod:`dart.models.decoder`).
 
 - :class:`TextStage`: CLIP text encoder + projection -> text features ``[C, 32, 256]`` (once per class list).
 - :class:`BackboneStage`: ViT + the three FPN levels the detector uses (``4x, 2x, 1x`` of the patch grid; at
@@ -24,8 +25,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.models.sam3.modeling_sam3 import Sam3SinePositionEmbedding, box_cxcywh_to_xyxy, inverse_sigmoid
+from transformers.models.sam3.modeling_sam3 import Sam3SinePositionEmbedding, box_cxcywh_to_xyxy
 
+from dart.models.decoder import decode
 from dart.prompts import PAD_LABEL
 
 FPN_LEVELS = 3
@@ -85,22 +87,6 @@ class BackboneStage(nn.Module):
                 hidden = layer(hidden)
         spatial = hidden.permute(0, 3, 1, 2)
         return tuple(level(spatial) for level in self.fpn)
-
-
-class GridShapes:
-    """The vision grid's ``spatial_shapes`` for ``transformers``' DETR decoder as Python ints, where the encoder
-    hands it a ``LongTensor [levels, 2]``: the decoder only reads ``.shape[0]`` and ``[0, 0]``/``[0, 1]`` of it, to
-    build the box-RPB coordinate grid with ``torch.arange(0, height)``. From a tensor that needs the value on the
-    host (a device sync each decoder layer, and a graph break in every layer under ``torch.compile``); from ints
-    it is a constant. The numbers are the same."""
-
-    def __init__(self, shapes: list[tuple[int, int]]):
-        self.shapes = [(int(h), int(w)) for h, w in shapes]
-        self.shape = (len(self.shapes), 2)
-
-    def __getitem__(self, index: tuple[int, int]) -> int:
-        level, axis = index
-        return self.shapes[level][axis]
 
 
 class EncDecStage(nn.Module):
@@ -267,20 +253,13 @@ class EncDecStage(nn.Module):
             prompt = torch.cat([prompt, geometry[0].to(prompt.dtype)], dim=1)
             mask_bc = torch.cat([mask_bc.bool(), geometry[1]], dim=1)
         memory, pos_flat, _ = self.encode(fpn_1x, prompt, mask_bc)
-        decoded = self.detr_decoder(
-            vision_features=memory,
-            text_features=prompt,
-            vision_pos_encoding=pos_flat,
-            text_mask=mask_bc,
-            spatial_shapes=GridShapes([tuple(fpn_1x.shape[-2:])]),  # what `spatial_shapes` holds, as ints
-        )
-        queries = decoded.intermediate_hidden_states[-1]
-        offsets = self.detr_decoder.box_head(queries)
-        boxes = box_cxcywh_to_xyxy((inverse_sigmoid(decoded.reference_boxes[-1]) + offsets).sigmoid())
+        decoded = decode(self.detr_decoder, memory, prompt, pos_flat, mask_bc, *fpn_1x.shape[-2:])
+        queries = decoded.queries
+        boxes = box_cxcywh_to_xyxy(decoded.boxes)
         logits = self.scoring(
             decoder_hidden_states=queries[None], text_features=prompt, text_mask=mask_bc
         )[0, ..., 0]
-        presence = decoded.presence_logits[-1, :, 0]
+        presence = decoded.presence
         out = {
             "logits": logits.view(batch, classes, -1),
             "boxes": boxes.view(batch, classes, -1, 4),

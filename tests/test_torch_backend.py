@@ -68,8 +68,8 @@ def test_compiled_backend_uses_buckets_and_static_shapes(tiny_loaded):
 
 
 def test_each_stage_traces_as_one_graph(tiny_loaded):
-    """``torch.compile`` sees each stage whole: no graph break (before ``GridShapes`` the decoder's box-RPB grid read
-    the vision grid's size back from a tensor in every layer, a graph break and a device sync each), so
+    """``torch.compile`` sees each stage whole: no graph break (``transformers``' decoder read its box-RPB grid's
+    size back from a tensor in every layer, a graph break and a device sync each; dart's decoder loop takes ints), so
     ``reduce-overhead`` can capture one CUDA graph per stage and class bucket."""
     import torch._dynamo
 
