@@ -5,8 +5,8 @@ Both models are loaded from one Meta checkpoint; the runs alternate (dart, Meta,
 speed drifts affects both alike. First the three FPN levels are compared (they must agree to float noise), then the
 median seconds of each part are printed.
 
-``--precision bf16`` runs each as its bf16 peer row does: dart with its products' weights cast and under autocast
-(``TorchBackend``), Meta's model as it is under bf16 autocast. ``--profile`` adds the operators that took the most
+``--precision bf16`` runs each as its bf16 peer row does: dart with its products' weights cast, under autocast and
+with its linear layers as oneDNN calls (``TorchBackend``), Meta's model as it is under bf16 autocast. ``--profile`` adds the operators that took the most
 time in one more run of each (torch profiler, self CPU time).
 
     python benchmarks/image_part_vs_meta.py sam3.pt --bpe bpe_simple_vocab_16e6.txt.gz --threads 2 --runs 3
@@ -39,12 +39,15 @@ def main() -> None:
     from dart.backends.torch_backend import _cast
     from dart.bench.peers import meta_on_cpu
     from dart.models.loading import load_sam3
+    from dart.models.onednn import onednn_available, use_onednn
     from dart.models.rope import vit_layers
     from dart.stages import BackboneStage
 
     torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     stage = _cast(BackboneStage(load_sam3(args.checkpoint, imgsz=args.imgsz).model), torch.device("cpu"), dtype).eval()
+    if dtype == torch.bfloat16 and onednn_available():
+        use_onednn(stage)  # as TorchBackend runs bf16 on a CPU
 
     def reduced():
         return torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()

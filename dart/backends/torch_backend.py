@@ -11,6 +11,7 @@ from contextlib import nullcontext
 
 from dart.backends.base import COMPILE_MODES, choose_precision, resolve_device, resolve_precision
 from dart.errors import InputError
+from dart.models.onednn import onednn_available, use_onednn
 from dart.models.sam3 import image_size, text_max_length
 from dart.stages import BackboneStage, EncDecStage, TextStage
 
@@ -104,6 +105,11 @@ class TorchBackend:
         self.backbone_stage = _cast(stage, self.device, self.dtype).eval()
         self.encdec_stage = _cast(EncDecStage(model, self.imgsz, prompt_mode), self.device, self.dtype).eval()
         self.encdec_stage.geometry_encoder.float()  # exemplar boxes run it in fp32 (stages.py); autocast does the rest
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and onednn_available():
+            # linear layers as one oneDNN call each, bias and ReLU inside: the same numbers, measured faster
+            # (dart.models.onednn, BENCHMARKS.md); compiled or exported, they fall back to F.linear themselves
+            use_onednn(self.backbone_stage)
+            use_onednn(self.encdec_stage)
         self.prompt_mode = prompt_mode
         self.compile_mode = compile
         self._backbone = self.backbone_stage

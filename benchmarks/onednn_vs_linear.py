@@ -1,0 +1,83 @@
+"""dart's bf16 stages with their linear layers as single oneDNN calls (:func:`dart.models.onednn.use_onednn`)
+against the same stages with ``F.linear``, alternating in one process on the same full-size weights and inputs: the
+largest output difference, and the median seconds of the backbone and of the encoder-decoder per class count.
+
+Both sides run as ``TorchBackend`` runs bf16 on a CPU (products' weights cast, under autocast); random pixels and
+text features (speed does not depend on the values).
+
+    python benchmarks/onednn_vs_linear.py sam3.pt --threads 2 --classes 4 --runs 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a SAM3 checkpoint dart loads (random full-size weights are fine)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=6, help="timed pairs of each stage")
+    parser.add_argument("--classes", type=int, nargs="+", default=[4])
+    parser.add_argument("--imgsz", type=int, default=1008)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    import torch
+
+    from dart.backends.torch_backend import _cast
+    from dart.models.loading import load_sam3
+    from dart.models.onednn import use_onednn
+    from dart.stages import BackboneStage, EncDecStage
+
+    torch.set_num_threads(args.threads)
+    cpu, bf16 = torch.device("cpu"), torch.bfloat16
+    model = load_sam3(args.checkpoint, imgsz=args.imgsz).model
+    plain = (_cast(BackboneStage(model, complex_rope=True), cpu, bf16).eval(),
+             _cast(EncDecStage(model, args.imgsz), cpu, bf16).eval())
+    fused = tuple(use_onednn(copy.deepcopy(stage)) for stage in plain)
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(1, 3, args.imgsz, args.imgsz, generator=generator)
+    results: dict = {"threads": args.threads, "runs": args.runs}
+
+    def pairs(name: str, calls: dict) -> None:
+        times: dict[str, list[float]] = {"F.linear": [], "oneDNN": []}
+        for run in range(args.runs):
+            for side in ("F.linear", "oneDNN") if run % 2 == 0 else ("oneDNN", "F.linear"):
+                start = time.perf_counter()
+                calls[side]()
+                times[side].append(time.perf_counter() - start)
+        row = {f"{k}_s": statistics.median(v) for k, v in times.items()}
+        row["speedup"] = row["F.linear_s"] / row["oneDNN_s"]
+        results[name] = {**results.get(name, {}), **row}
+        print(f"{name}: F.linear {row['F.linear_s']:.3f} s, oneDNN {row['oneDNN_s']:.3f} s "
+              f"({row['speedup']:.2f}x)", flush=True)
+
+    with torch.inference_mode(), torch.autocast("cpu", dtype=bf16):
+        features = plain[0](pixels)
+        difference = max(float((a.float() - b.float()).abs().max()) for a, b in zip(fused[0](pixels), features))
+        results["backbone"] = {"largest_difference": difference}
+        print(f"backbone: largest difference {difference:.3g}", flush=True)
+        pairs("backbone", {"F.linear": lambda: plain[0](pixels), "oneDNN": lambda: fused[0](pixels)})
+        for classes in args.classes:
+            text = torch.randn(classes, 32, 256, generator=generator)
+            mask = torch.ones(classes, 32, dtype=torch.bool)
+            mask[:, 8:] = False
+            want, got = plain[1](*features, text, mask), fused[1](*features, text, mask)
+            difference = max(float((got[k].float() - want[k].float()).abs().max()) for k in ("logits", "boxes", "presence"))
+            name = f"encdec_{classes}"
+            results[name] = {"largest_difference": difference}
+            print(f"{name}: largest difference {difference:.3g}", flush=True)
+            pairs(name, {"F.linear": lambda: plain[1](*features, text, mask),
+                         "oneDNN": lambda: fused[1](*features, text, mask)})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
