@@ -3,13 +3,14 @@ weights and inputs: the bias bit for bit, the decoder's outputs to float roundin
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.nn import functional as F
 
-from dart.models.decoder import box_bias, decode
-
 from dart.backends.torch_backend import _cast
+from dart.models.decoder import box_bias, decode
 
 
 def _inputs(decoder, rows: int, height: int, width: int, seed: int = 0):
@@ -30,7 +31,7 @@ def _reduced(dtype):
 @torch.inference_mode()
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_box_bias_is_transformers_padded_rpb_matrix(tiny_loaded, dtype):
-    decoder = _cast(tiny_loaded.model.detr_decoder, torch.device("cpu"), dtype).eval()
+    decoder = _cast(copy.deepcopy(tiny_loaded.model.detr_decoder), torch.device("cpu"), dtype).eval()
     queries = decoder.config.num_queries
     boxes = torch.rand(3, queries, 4, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
     height, width = 5, 7  # not square: rows and columns cannot be swapped unnoticed
@@ -48,7 +49,7 @@ def test_box_bias_is_transformers_padded_rpb_matrix(tiny_loaded, dtype):
 def test_decode_computes_what_transformers_decoder_computes(tiny_loaded, dtype):
     from transformers.models.sam3.modeling_sam3 import inverse_sigmoid
 
-    decoder = _cast(tiny_loaded.model.detr_decoder, torch.device("cpu"), dtype).eval()
+    decoder = _cast(copy.deepcopy(tiny_loaded.model.detr_decoder), torch.device("cpu"), dtype).eval()
     height, width = 6, 4
     memory, pos, prompt, mask = _inputs(decoder, 3, height, width)
     with _reduced(dtype):

@@ -37,7 +37,7 @@ def test_each_layer_computes_what_transformers_layer_computes(tiny_loaded):
 def test_backbone_stage_with_complex_rope_matches_transformers(tiny_loaded, dtype):
     from dart.backends.torch_backend import _cast
 
-    reference = _cast(BackboneStage(tiny_loaded.model), torch.device("cpu"), dtype).eval()
+    reference = _cast(BackboneStage(copy.deepcopy(tiny_loaded.model)), torch.device("cpu"), dtype).eval()
     fast = copy.copy(reference)
     fast.complex_rope = True
     pixels = _pixels(1)
