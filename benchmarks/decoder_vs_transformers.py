@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
-import time
 
 
 def main() -> None:
@@ -32,6 +30,8 @@ def main() -> None:
     import torch
 
     from dart.backends.torch_backend import _cast
+    from dart.bench.timing import alternating
+    from dart.io import write_json
     from dart.models.decoder import decode
     from dart.models.loading import load_sam3
 
@@ -65,13 +65,7 @@ def main() -> None:
 
             with torch.inference_mode():
                 difference = float((ours().float() - theirs().float()).abs().max())
-                times: dict[str, list[float]] = {"transformers": [], "dart": []}
-                for run in range(args.runs):
-                    order = (("transformers", theirs), ("dart", ours))
-                    for name, fn in order if run % 2 == 0 else order[::-1]:
-                        start = time.perf_counter()
-                        fn()
-                        times[name].append(time.perf_counter() - start)
+                times = alternating({"transformers": theirs, "dart": ours}, args.runs)
             row = {"precision": precision, "classes": classes, "largest_difference": difference,
                    **{f"{k}_s": statistics.median(v) for k, v in times.items()}}
             row["speedup"] = row["transformers_s"] / row["dart_s"]
@@ -80,8 +74,7 @@ def main() -> None:
                   f"dart {row['dart_s']:.3f} s ({row['speedup']:.2f}x), largest difference {difference:.3g}",
                   flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "runs": args.runs, "results": results}, f, indent=1)
+        write_json(args.json, {"threads": args.threads, "runs": args.runs, "results": results})
 
 
 if __name__ == "__main__":

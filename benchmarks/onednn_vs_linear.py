@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
-import time
 
 
 def main() -> None:
@@ -30,6 +28,8 @@ def main() -> None:
     import torch
 
     from dart.backends.torch_backend import _cast
+    from dart.bench.timing import alternating
+    from dart.io import write_json
     from dart.models.loading import load_sam3
     from dart.models.onednn import use_onednn
     from dart.stages import BackboneStage, EncDecStage
@@ -45,12 +45,7 @@ def main() -> None:
     results: dict = {"threads": args.threads, "runs": args.runs}
 
     def pairs(name: str, calls: dict) -> None:
-        times: dict[str, list[float]] = {"F.linear": [], "oneDNN": []}
-        for run in range(args.runs):
-            for side in ("F.linear", "oneDNN") if run % 2 == 0 else ("oneDNN", "F.linear"):
-                start = time.perf_counter()
-                calls[side]()
-                times[side].append(time.perf_counter() - start)
+        times = alternating(calls, args.runs)
         row = {f"{k}_s": statistics.median(v) for k, v in times.items()}
         row["speedup"] = row["F.linear_s"] / row["oneDNN_s"]
         results[name] = {**results.get(name, {}), **row}
@@ -75,8 +70,7 @@ def main() -> None:
             pairs(name, {"F.linear": lambda: plain[1](*features, text, mask),
                          "oneDNN": lambda: fused[1](*features, text, mask)})
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.sam3.modeling_sam3 import Sam3SinePositionEmbedding, box_cxcywh_to_xyxy
 
 from dart.models.decoder import decode
+from dart.models.sam3 import capturing_graph
 from dart.prompts import PAD_LABEL
 
 FPN_LEVELS = 3
@@ -77,8 +78,7 @@ class BackboneStage(nn.Module):
         grid_w = pixel_values.shape[-1] // self.patch_size
         hidden = self.vit.embeddings(pixel_values)
         hidden = self.vit.layer_norm(hidden.view(batch, grid_h, grid_w, -1))
-        if self.complex_rope and not (torch.compiler.is_compiling() or torch.jit.is_tracing()
-                                      or torch.onnx.is_in_onnx_export()):
+        if self.complex_rope and not capturing_graph():
             from dart.models.rope import vit_layers
 
             hidden = vit_layers(self.vit.layers, hidden)

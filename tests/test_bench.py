@@ -163,3 +163,13 @@ def test_cuda_event_timer_measures_gpu_work():
             x @ x
     summary = timer.summary()
     assert summary["matmul"]["n"] == 3 and summary["matmul"]["median"] > 0
+
+
+def test_alternating_takes_turns_in_alternating_order():
+    from dart.bench.timing import alternating
+
+    order: list[str] = []
+    times = alternating({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3)
+    assert order == ["a", "b", "b", "a", "a", "b"]
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in times.values() for t in v)

@@ -81,3 +81,16 @@ def time_calls(fn: Callable[[], Any], device: torch.device | str, warmup: int, r
         synchronize(device)
         times.append((time.perf_counter() - start) * 1000.0)
     return times
+
+
+def alternating(calls: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
+    """Seconds of ``runs`` calls of each of ``calls`` (name -> function), taken in turn and in alternating order
+    (A B, then B A, ...), so that a machine whose speed drifts weighs on every side alike: an A/B in one process."""
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for run in range(max(1, runs)):
+        for name in names if run % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return times

@@ -24,6 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.models.sam3.modeling_sam3 import Sam3DecoderMLP, Sam3MLP
 
+from dart.models.sam3 import capturing_graph
+
 
 def onednn_available() -> bool:
     """Whether this PyTorch runs bf16 linear layers through oneDNN on this CPU."""
@@ -31,10 +33,6 @@ def onednn_available() -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def _traced() -> bool:
-    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
 
 
 class OneDnnLinear(nn.Linear):
@@ -46,7 +44,7 @@ class OneDnnLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
-        if (x.device.type == "cpu" and weight.dtype == torch.bfloat16 and not _traced()
+        if (x.device.type == "cpu" and weight.dtype == torch.bfloat16 and not capturing_graph()
                 and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))  # no autograd
                 and (x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
                                                    and torch.get_autocast_dtype("cpu") == torch.bfloat16))):

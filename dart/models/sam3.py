@@ -45,6 +45,14 @@ def follow_meta(model: Sam3Model) -> Sam3Model:
     return model
 
 
+def capturing_graph() -> bool:
+    """Whether the code runs under tracing, ``torch.compile`` or an ONNX export: dart's eager-only forms
+    (:mod:`dart.models.rope`, :mod:`dart.models.onednn`) then step aside for the modules' own, which those capture."""
+    import torch
+
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
+
+
 def validate_imgsz(imgsz: int, patch_size: int = PATCH_SIZE) -> int:
     """Return ``imgsz`` if it is a positive multiple of the ViT patch size, else raise one sentence."""
     if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz <= 0 or imgsz % patch_size:
