@@ -244,23 +244,27 @@ class RunSpec:
         return f"{kind}:{self.path}"
 
 
-def make_backend(run: RunSpec, loaded: LoadedSam3 | None, device: str = "auto", private: bool = False):
-    """The backend of one run; ``private`` gives a torch run its own copy of the weights (two torch runs in
-    different precisions cannot share modules)."""
+def make_backends(runs: Sequence[RunSpec], loaded: LoadedSam3 | None, device: str = "auto") -> list[Any]:
+    """The backends of ``runs``, in order. A torch backend prepares its modules in place (device, narrowed
+    weights), so every torch run after the first gets its own copy of the weights, taken before any backend is
+    built: a copy of weights already narrowed to bf16 would give an fp32 run bf16 values."""
     from dart.backends.engine_backend import engine_backend
 
-    if run.kind == "torch":
-        if loaded is None:
-            raise InputError(f"run '{run}' needs --checkpoint.")
-        from dart.backends.torch_backend import TorchBackend
+    torch_runs = [i for i, run in enumerate(runs) if run.kind == "torch"]
+    if torch_runs and loaded is None:
+        raise InputError(f"run '{runs[torch_runs[0]]}' needs --checkpoint.")
+    sources = {i: loaded if n == 0 else copy.deepcopy(loaded) for n, i in enumerate(torch_runs)}
+    backends = []
+    for i, run in enumerate(runs):
+        if run.kind == "torch":
+            from dart.backends.torch_backend import TorchBackend
 
-        if private:
-            loaded = copy.deepcopy(loaded)
-
-        return TorchBackend(loaded, device="cpu" if run.precision == "bf16" and device == "auto" else device,
-                            precision=run.precision)
-    extra = {"precision": run.precision} if run.kind == "openvino" else {}
-    return engine_backend(run.kind, engines=run.path, device=device, text_checkpoint=loaded, **extra)
+            run_device = "cpu" if run.precision == "bf16" and device == "auto" else device
+            backends.append(TorchBackend(sources[i], device=run_device, precision=run.precision))
+        else:
+            extra = {"precision": run.precision} if run.kind == "openvino" else {}
+            backends.append(engine_backend(run.kind, engines=run.path, device=device, text_checkpoint=loaded, **extra))
+    return backends
 
 
 def run_outputs(backend: Any, pixels: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor

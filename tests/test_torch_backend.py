@@ -82,3 +82,46 @@ def test_each_stage_traces_as_one_graph(tiny_loaded):
             explained = torch._dynamo.explain(stage)(*args)
             assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
             assert explained.graph_count == 1
+
+
+def test_a_shared_model_refuses_a_second_precision(tiny_ckpt):
+    """A TorchBackend prepares the loaded modules in place, so a second backend in another precision on the same
+    LoadedSam3 would change the first one's weights, and a copy of weights already narrowed would compute fp32 on
+    bf16-rounded values: both are refused with a clear message. A backend in the same precision shares the model;
+    a copy of fp32 weights, or one taken before the first backend, runs apart."""
+    import copy
+
+    from dart.errors import InputError
+    from dart.models.loading import load_sam3
+    from tests.tiny import TINY_IMGSZ
+
+    loaded = load_sam3(tiny_ckpt, imgsz=TINY_IMGSZ)
+    spare = copy.deepcopy(loaded)
+    bf16 = TorchBackend(loaded, device="cpu", precision="bf16")
+    assert loaded.prepared_for[1:] == ("cpu", "bfloat16")
+    TorchBackend(loaded, device="cpu", precision="bf16")  # the same precision: shared
+    with pytest.raises(InputError, match=r"already runs in a backend as bfloat16 on cpu.*load it again"):
+        TorchBackend(loaded, device="cpu", precision="fp32")
+    with pytest.raises(InputError, match=r"copy of a SAM3 model was taken after a backend rounded its weights"):
+        TorchBackend(copy.deepcopy(loaded), device="cpu", precision="fp32")
+    fp32 = TorchBackend(spare, device="cpu", precision="fp32")  # copied before: its own fp32 weights
+    weight = next(m.weight for m in fp32.backbone_stage.modules() if isinstance(m, torch.nn.Linear))
+    assert weight.dtype == torch.float32 and bf16.precision == "bf16"
+    assert TorchBackend(copy.deepcopy(spare), device="cpu", precision="bf16").precision == "bf16"  # fp32 copies run
+
+
+def test_precision_compare_copies_before_narrowing(tiny_ckpt):
+    """`dart precision compare torch:bf16 torch:fp32`: the fp32 run gets the checkpoint's own fp32 weights, not a
+    copy of weights the bf16 run already narrowed."""
+    from dart.models.loading import load_sam3
+    from dart.precision import RunSpec, make_backends
+    from tests.tiny import TINY_IMGSZ
+
+    loaded = load_sam3(tiny_ckpt, imgsz=TINY_IMGSZ)
+    fresh = load_sam3(tiny_ckpt, imgsz=TINY_IMGSZ)
+    bf16, fp32 = make_backends([RunSpec.parse("torch:bf16"), RunSpec.parse("torch:fp32")], loaded, "cpu")
+    assert (bf16.precision, fp32.precision) == ("bf16", "fp32")
+    ours = dict(fp32.backbone_stage.named_parameters())
+    reference = dict(fresh.backbone_stage().named_parameters())
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[name], reference[name]) for name in ours)

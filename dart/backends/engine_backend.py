@@ -254,7 +254,9 @@ class EngineBackend:
 
         stage, tokenizer = self._text_encoder()
         input_ids, attention_mask = tokenize(tokenizer, names, self.text_length)
-        features = stage(input_ids, attention_mask)
+        # a shared LoadedSam3 may have been moved to a GPU by a PyTorch backend: the text runs where its weights are
+        where = next(stage.parameters()).device
+        features = stage(input_ids.to(where), attention_mask.to(where))
         return features.float().cpu(), attention_mask.bool()
 
     def describe(self) -> str:

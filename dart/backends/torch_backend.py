@@ -70,6 +70,27 @@ def _cast(stage: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> t
     return stage
 
 
+def check_unshared(loaded: LoadedSam3, device: torch.device, dtype: torch.dtype) -> None:
+    """Claim ``loaded`` for a backend on ``device`` in ``dtype``, or raise :class:`InputError` where that would
+    give wrong numbers: the backend prepares the modules in place (moved, products narrowed by :func:`_cast`), so
+    another backend already on the same modules with another device or precision would be changed under it, and a
+    deep copy of weights already narrowed would compute fp32 on rounded values."""
+    wanted = (str(device), str(dtype).removeprefix("torch."))
+    if loaded.prepared_for is not None:
+        model_id, *claimed = loaded.prepared_for
+        shared = model_id == id(loaded.model)
+        if shared and tuple(claimed) != wanted:
+            raise InputError(
+                f"this loaded SAM3 model already runs in a backend as {claimed[1]} on {claimed[0]}, which shares its "
+                f"modules and changes them in place; for {wanted[1]} on {wanted[0]} too, load it again or "
+                "copy.deepcopy() it before building the first backend.")
+        if not shared and claimed[1] != "float32" and wanted[1] != claimed[1]:
+            raise InputError(
+                f"this copy of a SAM3 model was taken after a backend rounded its weights to {claimed[1]}; for "
+                f"{wanted[1]}, load it again or copy.deepcopy() it before building the first backend.")
+    loaded.prepared_for = (id(loaded.model), *wanted)
+
+
 class TorchBackend:
     name = "torch"
     supports_masks = True
@@ -89,6 +110,7 @@ class TorchBackend:
         self.device = resolve_device(device)
         self.precision, self.precision_reason = choose_precision(precision, self.device)
         self.dtype = resolve_precision(self.precision, self.device)
+        check_unshared(loaded, self.device, self.dtype)
         self.loaded = loaded
         self.fingerprint = loaded.fingerprint
         model = loaded.model

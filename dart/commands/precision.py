@@ -131,7 +131,7 @@ def compare_command(
     from dart.errors import InputError
     from dart.export.onnx_export import sample_pixels
     from dart.export.verify import agreement_table
-    from dart.precision import RunSpec, compare_runs, detection_agreement, make_backend, run_outputs
+    from dart.precision import RunSpec, compare_runs, detection_agreement, make_backends, run_outputs
     from dart.text_cache import TextCache
 
     from dart.backends.base import set_threads
@@ -162,7 +162,7 @@ def compare_command(
 
                 engine_meta = read_metadata(find_stage_files(r.path, r.kind)[0])
         loaded = load_sam3(checkpoint, imgsz=engine_meta.imgsz if engine_meta else imgsz, tokenizer=tokenizer)
-    backends = [make_backend(r, loaded, device, private=i > 0) for i, r in enumerate(runs)]
+    backends = make_backends(runs, loaded, device)
     if backends[0].imgsz != backends[1].imgsz:
         raise InputError(f"{runs[0]} runs at imgsz {backends[0].imgsz} but {runs[1]} at {backends[1].imgsz}.")
     if backends[0].fingerprint != backends[1].fingerprint:

@@ -42,6 +42,10 @@ class LoadedSam3:
     source: str
     tokenizer_source: str | None
     backbone: Any = None  # the backbone stage a checkpoint brings instead of SAM3's ViT (EfficientSAM3), or None
+    # (id of the model, device, dtype) a TorchBackend prepared the modules for, in place (None while untouched): a
+    # second backend in another precision or on another device cannot share them, and a deep copy of weights
+    # already narrowed to bf16/fp16 cannot be widened back exactly (see TorchBackend)
+    prepared_for: tuple[int, str, str] | None = None
 
     def backbone_stage(self) -> Any:
         """The module that makes the three FPN levels from pixels: the checkpoint's own backbone (EfficientSAM3),
