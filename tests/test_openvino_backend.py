@@ -50,6 +50,26 @@ def test_stage_outputs_equal_torch(engines, tiny_loaded, tiny_ckpt):
                                atol=1e-3, rtol=1e-3)
 
 
+def test_encdec_compiled_per_class_count(engines, tiny_loaded, tiny_ckpt, monkeypatch):
+    """The encoder-decoder is compiled for the shapes it is fed (faster than the dynamic file on OpenVINO), once
+    per class count, the least recently used dropped beyond STATIC_KEPT; every count gives the torch outputs."""
+    import dart.backends.openvino_backend as module
+
+    monkeypatch.setattr(module, "STATIC_KEPT", 2)
+    torch_backend = TorchBackend(tiny_loaded, device="cpu")
+    ov = openvino(engines, tiny_ckpt).backend
+    pixels = preprocess([to_rgb(make_image(seed=4))], TINY_IMGSZ)
+    a, b = torch_backend.backbone(pixels), ov.backbone(pixels)
+    seen = []
+    for count in (1, 2, 1, 3):
+        text, mask = torch_backend.encode_text(CLASSES[:count])
+        ha, hb = torch_backend.encdec(a, text, mask), ov.encdec(b, text, mask)
+        for key in ("logits", "boxes", "presence"):
+            torch.testing.assert_close(hb[key], ha[key], atol=1e-4, rtol=1e-3)
+        seen.append([dict(key)["text"][0] for key in ov._static])
+    assert seen == [[1], [1, 2], [2, 1], [1, 3]]  # 1 reused, then 2 dropped as least recently used
+
+
 def test_same_detections_as_torch(engines, tiny_loaded, tiny_ckpt):
     image = make_image(120, 200, seed=3)
     torch_det = Detector(TorchBackend(tiny_loaded, device="cpu"), CLASSES, conf=0.1, masks=True)

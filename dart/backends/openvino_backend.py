@@ -1,7 +1,9 @@
 """The ``openvino`` backend: the exported ``backbone.onnx`` + ``encdec.onnx`` compiled by OpenVINO for the CPU.
 
 OpenVINO reads the ONNX files ``dart export`` writes (no conversion step, the dart metadata is read as for
-onnxruntime) and compiles them for the CPU with a latency hint. Its precision is a hint of its own: ``fp32``
+onnxruntime) and compiles them for the CPU with a latency hint. The encoder-decoder's class dimension is dynamic
+in the file; OpenVINO runs it 1.06-1.13x faster compiled for fixed shapes (BENCHMARKS.md), so it is compiled once
+for each class count it meets (a couple of seconds, the first time; the last few are kept). Its precision is a hint of its own: ``fp32``
 computes in fp32; ``bf16`` lets OpenVINO run in bf16 where the CPU has native bf16 (AVX512-BF16 or AMX; OpenVINO
 keeps fp32 otherwise); ``auto`` follows :func:`dart.backends.base.choose_precision`, as for PyTorch. What it chose
 is read back from the compiled model.
@@ -9,6 +11,7 @@ is read back from the compiled model.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from dart.errors import DependencyError, InputError
 from dart.export.metadata import ENCDEC_OUTPUTS, FPN_NAMES, MASK_OUTPUT, TOKEN_INPUTS
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}
+STATIC_KEPT = 4  # encoder-decoders compiled for fixed shapes kept at once (each holds its own weights)
 
 
 class OpenVinoBackend(EngineBackend):
@@ -45,17 +49,16 @@ class OpenVinoBackend(EngineBackend):
             config["INFERENCE_NUM_THREADS"] = str(threads)
         from dart.models.loading import unreadable_weights
 
-        core = ov.Core()
-        compiled = []
-        for path in (self.backbone_path, self.encdec_path):
-            with unreadable_weights(path, "ONNX file", fix="export it again with `dart export`"):
-                compiled.append(core.compile_model(str(path), "CPU", config))
-        self._backbone_model, self._encdec_model = compiled
+        self._core, self._config = ov.Core(), config
+        with unreadable_weights(self.backbone_path, "ONNX file", fix="export it again with `dart export`"):
+            self._backbone_model = self._core.compile_model(str(self.backbone_path), "CPU", config)
+        with unreadable_weights(self.encdec_path, "ONNX file", fix="export it again with `dart export`"):
+            self._encdec_source = self._core.read_model(str(self.encdec_path))  # compiled per shape, on first use
+        self._static: OrderedDict[tuple, Any] = OrderedDict()  # feed shapes -> (infer request, output names)
         self._backbone_request = self._backbone_model.create_infer_request()
-        self._encdec_request = self._encdec_model.create_infer_request()
         expected = [*ENCDEC_OUTPUTS, *([MASK_OUTPUT] if self.supports_masks else [])]
-        self._encdec_inputs = [_port_name(port, (*FPN_NAMES, "text", "text_mask", *TOKEN_INPUTS)) for port in self._encdec_model.inputs]
-        self._encdec_outputs = [_port_name(port, expected) for port in self._encdec_model.outputs]
+        self._encdec_inputs = [_port_name(port, (*FPN_NAMES, "text", "text_mask", *TOKEN_INPUTS)) for port in self._encdec_source.inputs]
+        self._encdec_outputs = [_port_name(port, expected) for port in self._encdec_source.outputs]
         self._backbone_outputs = [_port_name(port, FPN_NAMES) for port in self._backbone_model.outputs]
         if self._encdec_outputs != expected:
             raise InputError(f"'{self.encdec_path}' has outputs {self._encdec_outputs}, not the {expected} of a dart "
@@ -70,8 +73,29 @@ class OpenVinoBackend(EngineBackend):
 
     def _run_encdec(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feed = {name: inputs[name].cpu().numpy() for name in self._encdec_inputs}
-        result = self._encdec_request.infer(feed)
-        return {name: torch.from_numpy(value.copy()) for name, value in zip(self._encdec_outputs, result.to_tuple())}
+        request, outputs = self._encdec_for({name: value.shape for name, value in feed.items()})
+        result = request.infer(feed)
+        return {name: torch.from_numpy(value.copy()) for name, value in zip(outputs, result.to_tuple())}
+
+    def _encdec_for(self, shapes: dict[str, tuple[int, ...]]) -> tuple[Any, list[str]]:
+        """The encoder-decoder compiled for these input shapes (compiled on first use, the least recently used
+        dropped beyond :data:`STATIC_KEPT`), with its output names in the export's order."""
+        key = tuple(shapes.items())
+        if key in self._static:
+            self._static.move_to_end(key)
+            return self._static[key]
+        model = self._encdec_source.clone()
+        model.reshape({self._port(model, name): list(shape) for name, shape in shapes.items()})
+        compiled = self._core.compile_model(model, "CPU", self._config)
+        expected = [*ENCDEC_OUTPUTS, *([MASK_OUTPUT] if self.supports_masks else [])]
+        self._static[key] = (compiled.create_infer_request(), [_port_name(port, expected) for port in compiled.outputs])
+        while len(self._static) > STATIC_KEPT:
+            self._static.popitem(last=False)
+        return self._static[key]
+
+    @staticmethod
+    def _port(model: Any, name: str) -> Any:
+        return next(port for port in model.inputs if name in port.get_names())
 
 
 def _port_name(port: Any, wanted: tuple[str, ...] | list[str] = ()) -> str:
