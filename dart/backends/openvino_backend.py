@@ -3,10 +3,11 @@
 OpenVINO reads the ONNX files ``dart export`` writes (no conversion step, the dart metadata is read as for
 onnxruntime) and compiles them for the CPU with a latency hint. The encoder-decoder's class dimension is dynamic
 in the file; OpenVINO runs it 1.06-1.13x faster compiled for fixed shapes (BENCHMARKS.md), so it is compiled once
-for each class count it meets (a couple of seconds, the first time; the last few are kept). Its precision is a hint of its own: ``fp32``
-computes in fp32; ``bf16`` lets OpenVINO run in bf16 where the CPU has native bf16 (AVX512-BF16 or AMX; OpenVINO
-keeps fp32 otherwise); ``auto`` follows :func:`dart.backends.base.choose_precision`, as for PyTorch. What it chose
-is read back from the compiled model.
+for each class count it meets (a couple of seconds, the first time; the last few are kept).
+
+Its precision is a hint of its own: ``fp32`` computes in fp32; ``bf16`` lets OpenVINO run in bf16 where the CPU
+has native bf16 (AVX512-BF16 or AMX; OpenVINO keeps fp32 otherwise); ``auto`` follows
+:func:`dart.backends.base.choose_precision`, as for PyTorch. What it chose is read back from the compiled model.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class OpenVinoBackend(EngineBackend):
             self._encdec_source = self._core.read_model(str(self.encdec_path))  # compiled per shape, on first use
         self._static: OrderedDict[tuple, Any] = OrderedDict()  # feed shapes -> (infer request, output names)
         self._backbone_request = self._backbone_model.create_infer_request()
-        expected = [*ENCDEC_OUTPUTS, *([MASK_OUTPUT] if self.supports_masks else [])]
+        self._expected = expected = [*ENCDEC_OUTPUTS, *([MASK_OUTPUT] if self.supports_masks else [])]
         self._encdec_inputs = [_port_name(port, (*FPN_NAMES, "text", "text_mask", *TOKEN_INPUTS)) for port in self._encdec_source.inputs]
         self._encdec_outputs = [_port_name(port, expected) for port in self._encdec_source.outputs]
         self._backbone_outputs = [_port_name(port, FPN_NAMES) for port in self._backbone_model.outputs]
@@ -87,8 +88,8 @@ class OpenVinoBackend(EngineBackend):
         model = self._encdec_source.clone()
         model.reshape({self._port(model, name): list(shape) for name, shape in shapes.items()})
         compiled = self._core.compile_model(model, "CPU", self._config)
-        expected = [*ENCDEC_OUTPUTS, *([MASK_OUTPUT] if self.supports_masks else [])]
-        self._static[key] = (compiled.create_infer_request(), [_port_name(port, expected) for port in compiled.outputs])
+        self._static[key] = (compiled.create_infer_request(),
+                             [_port_name(port, self._expected) for port in compiled.outputs])
         while len(self._static) > STATIC_KEPT:
             self._static.popitem(last=False)
         return self._static[key]
