@@ -36,6 +36,8 @@ from dart.pruning import PruneSpec
 from dart.text_cache import TextCache
 from dart.timing import StageTimer
 
+MAX_CLASSES_PER_BATCH = 16  # classes per encoder-decoder call by default; more run in chunks of this many
+
 
 def _is_student(backbone: str | None, student_weights: str | Path | None) -> bool:
     return student_weights is not None or backbone not in (None, "", "sam3")
@@ -57,7 +59,7 @@ class Detector:
         nms: float | None = 0.7,
         class_agnostic_nms: float | None = None,
         max_det: int = 300,
-        max_classes_per_batch: int = 16,
+        max_classes_per_batch: int = MAX_CLASSES_PER_BATCH,
         masks: bool = False,
         presence_thresh: float | None = None,
         text_cache: str | Path | TextCache | None = None,

@@ -85,18 +85,20 @@ class OpenVinoBackend(EngineBackend):
         if key in self._static:
             self._static.move_to_end(key)
             return self._static[key]
-        model = self._encdec_source.clone()
-        model.reshape({self._port(model, name): list(shape) for name, shape in shapes.items()})
-        compiled = self._core.compile_model(model, "CPU", self._config)
+        compiled = self._core.compile_model(fixed_shapes(self._encdec_source, shapes), "CPU", self._config)
         self._static[key] = (compiled.create_infer_request(),
                              [_port_name(port, self._expected) for port in compiled.outputs])
         while len(self._static) > STATIC_KEPT:
             self._static.popitem(last=False)
         return self._static[key]
 
-    @staticmethod
-    def _port(model: Any, name: str) -> Any:
-        return next(port for port in model.inputs if name in port.get_names())
+
+def fixed_shapes(source: Any, shapes: dict[str, Any]) -> Any:
+    """A copy of the OpenVINO model ``source`` with its inputs (by ONNX name) reshaped to fixed ``shapes``."""
+    model = source.clone()
+    ports = {name: port for port in model.inputs for name in port.get_names()}
+    model.reshape({ports[name]: list(shape) for name, shape in shapes.items()})
+    return model
 
 
 def _port_name(port: Any, wanted: tuple[str, ...] | list[str] = ()) -> str:

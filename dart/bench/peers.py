@@ -358,10 +358,11 @@ def current_rss_mb() -> float:
 def measure_system(spec: dict[str, Any], log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Load one system and time it; ``spec`` is what :func:`run_peers` writes for a child (also usable in-process).
     Every class count is timed ``runs`` times (``runs_large`` above 16 classes) after ``warmup`` untimed calls at
-    each class-chunk shape the counts meet (``min(count, 16)`` classes: a shape's first call can pay for setting it
+    each class-chunk shape the counts meet (``min(count, MAX_CLASSES_PER_BATCH)`` classes: a shape's first call can pay for setting it
     up, e.g. OpenVINO compiling the encoder-decoder for it), so no timed call includes a system's set-up."""
     from dart.backends.base import set_threads
     from dart.bench.class_scaling import bench_image, class_names
+    from dart.detector import MAX_CLASSES_PER_BATCH
 
     threads = set_threads(spec.get("threads"))
     device = torch.device("cuda" if spec["device"] == "auto" and torch.cuda.is_available()
@@ -378,7 +379,7 @@ def measure_system(spec: dict[str, Any], log: Callable[[str], None] = lambda _: 
     log(f"loaded in {load_s:.1f} s ({runner.runs_on})")
     for _ in range(spec["warmup"]):
         warm = runner.image(image)
-        for shape in sorted({min(count, 16) for count in counts}):
+        for shape in sorted({min(count, MAX_CLASSES_PER_BATCH) for count in counts}):
             runner.classes(warm, class_names(shape))
     image_times, state = [], None
     for _ in range(spec["runs"]):
@@ -389,7 +390,7 @@ def measure_system(spec: dict[str, Any], log: Callable[[str], None] = lambda _: 
     row["class_s"], row["detections"], row["class_runs"] = {}, {}, {}
     for count in counts:
         names = class_names(count)
-        runs = spec["runs"] if count <= 16 else spec["runs_large"]
+        runs = spec["runs"] if count <= MAX_CLASSES_PER_BATCH else spec["runs_large"]
         times = []
         for _ in range(runs):
             seconds, kept = _timed(lambda: runner.classes(state, names), device)
