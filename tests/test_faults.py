@@ -117,6 +117,8 @@ CASES = [
     Case("folder-without-config", "detect photos -c person -o out -m emptyck {m}", 3, "has no config.json"),
     Case("broken-config", "detect photos -c person -o out -m badconfig {m}", 3, "cannot be loaded"),
     Case("broken-tokenizer", "detect photos -c person -o out -m badtok {m}", 3, "no usable tokenizer"),
+    Case("missing-tokenizer-file", "detect photos -c person -o out -m ck {m} --tokenizer nothere.txt.gz", 3,
+         "tokenizer 'nothere.txt.gz' does not exist"),
     Case("broken-student-weights", "detect photos -c person -o out -m ck {m} --backbone repvit_m0_9 "
          "--student-weights photos/im0.jpg", 3, "student weights 'photos/im0.jpg' cannot be loaded"),
     Case("broken-onnx", "detect photos -c person -o out --engines badengines", 3,

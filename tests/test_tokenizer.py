@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -59,6 +60,23 @@ def test_a_bpe_file_is_a_tokenizer_source(bpe_path, tmp_path):
     broken.write_bytes(gzip.compress(b"#version\nno merges here\n"))
     with pytest.raises(CheckpointError, match="is not CLIP's BPE vocabulary"):
         tk.load_tokenizer(broken)
+
+
+@pytest.mark.parametrize("name", ["bpe_simple_vocab_16e6.txt.gz", "BPE", "./tok", "tok/", "a/b/c", "vocab.json"])
+def test_a_missing_tokenizer_path_is_one_sentence_not_a_hub_request(monkeypatch, tmp_path, name):
+    """A --tokenizer that names no file is refused before the hub is asked (offline it retries for minutes)."""
+    import huggingface_hub
+    import transformers
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_hub)
+    with pytest.raises(CheckpointError, match=f"tokenizer '{re.escape(name)}' does not exist"):
+        tk.load_tokenizer(name)
+    assert not tk.looks_like_tokenizer_path("facebook/sam3")  # a hub id still goes to the hub
 
 
 def test_offline_falls_back_to_open_clip_and_says_so(monkeypatch, bpe_path):

@@ -67,6 +67,15 @@ def is_bpe_file(source: str | Path) -> bool:
     return path.is_file() and (path.name.endswith((".txt.gz", ".txt")) or "bpe" in path.name.lower())
 
 
+def looks_like_tokenizer_path(spec: str) -> bool:
+    """Whether a ``--tokenizer`` value that is not on disk names a file or folder rather than a hub repo id
+    (``org/name``): it is then reported at once instead of being asked of the hub, which offline retries for
+    minutes."""
+    from dart.models.loading import _looks_like_path
+
+    return _looks_like_path(spec) or Path(spec).suffix.lower() in {".gz", ".txt", ".json", ".model"}
+
+
 def bpe_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """A ``transformers`` CLIP tokenizer built from CLIP's BPE vocabulary file (gzipped or plain merges): the
     byte alphabet, the same with ``</w>``, one token per merge, then ``<|startoftext|>`` and ``<|endoftext|>``."""
@@ -111,6 +120,10 @@ def load_tokenizer(source: str | Path | None, checkpoint: str = DEFAULT_REPO) ->
             return bpe_tokenizer(bpe)
     else:
         target = str(source)
+        if not Path(target).expanduser().exists() and looks_like_tokenizer_path(target):
+            raise CheckpointError(
+                f"tokenizer '{target}' does not exist; pass a tokenizer folder, a hub repo id (e.g. {DEFAULT_REPO}) "
+                f"or CLIP's {BPE_FILE}.")
     try:
         return AutoTokenizer.from_pretrained(target)
     except DartError:
