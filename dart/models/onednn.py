@@ -2,12 +2,12 @@
 call.
 
 In bf16 on a CPU, ``F.linear`` runs oneDNN's matrix product already, but through ``addmm``: the bias is first
-copied into the whole output, and an activation after it (the DETR encoder's and decoder's feed-forward ReLU, every
-``Sam3DecoderMLP``'s ReLUs, the ViT's MLP GELU) is one more pass over the output. ``torch.ops.mkldnn._linear_pointwise``,
-the call PyTorch's own compiler emits for a CPU linear layer, adds the bias and applies the activation to each block
-of results as it is written. On the AMX VMs of BENCHMARKS.md ("Linear layers as one oneDNN call") that measured
-1.04-1.18x on the ViT's products, 1.7-2.3x on a product followed by a ReLU and 1.4x on the ViT's first MLP product
-with its GELU.
+copied into the whole output, and an activation after it (the DETR encoder's and decoder's feed-forward ReLU,
+every ``Sam3DecoderMLP``'s ReLUs, the ViT's MLP GELU) is one more pass over the output.
+``torch.ops.mkldnn._linear_pointwise``, the call PyTorch's own compiler emits for a CPU linear layer, adds the bias
+and applies the activation to each block of results as it is written. On the AMX VMs of BENCHMARKS.md ("Linear
+layers as one oneDNN call") that measured 1.04-1.18x on the ViT's products, 1.7-2.3x on a product followed by a
+ReLU and 1.4x on the ViT's first MLP product with its GELU.
 
 - A ReLU keeps the values bit for bit: the products are the same oneDNN kernel, and a ReLU commutes with rounding
   to bf16.
