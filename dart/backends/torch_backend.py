@@ -9,6 +9,7 @@ import torch
 
 from contextlib import nullcontext
 
+from dart.allocator import keep_freed_memory
 from dart.backends.base import COMPILE_MODES, choose_precision, resolve_device, resolve_precision
 from dart.errors import InputError
 from dart.models.onednn import onednn_available, use_onednn
@@ -108,6 +109,8 @@ class TorchBackend:
         the outputs cut back); default: on when compiled, so a compiled stage is traced for fixed shapes (CUDA
         graphs under ``reduce-overhead``) and a new class list never recompiles it."""
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # freed activations reused from the heap, not mapped afresh (dart.allocator)
         self.precision, self.precision_reason = choose_precision(precision, self.device)
         self.dtype = resolve_precision(self.precision, self.device)
         check_unshared(loaded, self.device, self.dtype)

@@ -360,6 +360,7 @@ def measure_system(spec: dict[str, Any], log: Callable[[str], None] = lambda _: 
     Every class count is timed ``runs`` times (``runs_large`` above 16 classes) after ``warmup`` untimed calls at
     each class-chunk shape the counts meet (``min(count, MAX_CLASSES_PER_BATCH)`` classes: a shape's first call can pay for setting it
     up, e.g. OpenVINO compiling the encoder-decoder for it), so no timed call includes a system's set-up."""
+    from dart import allocator
     from dart.backends.base import set_threads
     from dart.bench.class_scaling import bench_image, class_names
     from dart.detector import MAX_CLASSES_PER_BATCH
@@ -375,7 +376,7 @@ def measure_system(spec: dict[str, Any], log: Callable[[str], None] = lambda _: 
     load_s = time.perf_counter() - start
     row: dict[str, Any] = {"system": spec["system"], "family": SYSTEMS[spec["system"]]["family"],
                            "runs_on": runner.runs_on, "precision": runner.precision, "threads": threads, "load_s": round(load_s, 2),
-                           "rss_after_load_mb": current_rss_mb()}
+                           "rss_after_load_mb": current_rss_mb(), "cpu_allocator": allocator.describe()}
     log(f"loaded in {load_s:.1f} s ({runner.runs_on})")
     for _ in range(spec["warmup"]):
         warm = runner.image(image)
