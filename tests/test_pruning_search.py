@@ -138,3 +138,12 @@ def test_prune_search_cli(tmp_path, tiny_ckpt):
                                       "--num-prune", "4", "--imgsz", str(TINY_IMGSZ), "--device", "cpu", "-o",
                                       str(out)])
     assert res.exit_code == 2 and "between 1 and 3" in res.output
+
+
+def test_the_search_on_a_cpu_keeps_freed_memory_like_the_torch_backend(monkeypatch):
+    from dart.pruning import search
+
+    calls = []
+    monkeypatch.setattr(search, "keep_freed_memory", lambda: calls.append(1) or True)
+    search.FeatureScorer(tiny_model(), pixels(1), device="cpu")
+    assert calls == [1]

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dart.allocator import keep_freed_memory
 from dart.errors import InputError
 from dart.pruning.spec import PruneSpec, temporarily_pruned
 
@@ -158,6 +159,8 @@ class FeatureScorer:
 
         self.model = model
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # one backbone run per candidate: its activations reused, as in TorchBackend
         self.dtype = dtype
         self.stage = BackboneStage(model).to(self.device, dtype).eval()
         self.batches = [pixels[i:i + batch] for i in range(0, len(pixels), max(1, batch))]
