@@ -173,6 +173,8 @@ CASES = [
          "Invalid value for '--threads'"),
     Case("threads-env-not-a-number", "detect photos -c person -o out -m bad {m}", 2, "DART_THREADS",
          env={"DART_THREADS": "many"}),
+    Case("allocator-env-unknown", "detect photos -c person -o out -m bad {m}", 2,
+         "DART_CPU_ALLOCATOR='jemalloc' is not a setting", env={"DART_CPU_ALLOCATOR": "jemalloc"}),
     # ------------------------------------------------------------------ partial results are said
     Case("truncated-video", "video trunc.avi -c person -m ck {m} -o v.mp4", 0,
          r"warning: 'trunc.avi' ended after \d+ of the 60 frames", check="quiet_video"),

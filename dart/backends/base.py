@@ -164,6 +164,9 @@ def set_threads(threads: int | None = None) -> int:
         threads = int(raw)
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be 1 or more, got {threads}.")
+    from dart.allocator import requested
+
+    requested()  # the other process-wide CPU setting: a bad DART_CPU_ALLOCATOR is refused before a model loads
     count = threads or available_cpus()
     torch.set_num_threads(count)
     try:
