@@ -13,8 +13,6 @@ gets. Each round runs every (system, setting) pair, the order reversed in every 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -45,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from dart.bench.class_scaling import class_names
-    from dart.bench.peers import SYSTEMS, _run_child, prepare_weights
+    from dart.bench.peers import SYSTEMS, _run_child, merge_rounds, prepare_weights
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     counts = [int(c) for c in args.counts.split(",")]
@@ -57,32 +55,17 @@ def main() -> None:
                                 transformers=any(SYSTEMS[s]["family"] == "transformers" for s in systems))
         for round_index in range(args.rounds):
             for system, setting in pairs if round_index % 2 == 0 else list(reversed(pairs)):
-                extra = environment_for(SYSTEMS[system]["family"], setting)
-                saved = {key: os.environ.get(key) for key in extra}
-                os.environ.update(extra)
-                try:
-                    spec = {"system": system, **paths, "engines": None, "image": None, "counts": counts,
-                            "device": "cpu", "threads": args.threads, "warmup": 1, "runs": 2, "runs_large": 1}
-                    row = _run_child(spec, work, args.research_repo, None, lambda line: None)
-                finally:
-                    for key, value in saved.items():
-                        if value is None:
-                            os.environ.pop(key, None)
-                        else:
-                            os.environ[key] = value
+                spec = {"system": system, **paths, "engines": None, "image": None, "counts": counts,
+                        "device": "cpu", "threads": args.threads, "warmup": 1, "runs": 2, "runs_large": 1}
+                row = _run_child(spec, work, args.research_repo, None, lambda line: None,
+                                 extra_env=environment_for(SYSTEMS[system]["family"], setting))
                 runs[(system, setting)].append(row)
                 shown = row.get("error") or ", ".join(f"{k}: {v:.2f} s" for k, v in row["per_image_s"].items())
                 print(f"round {round_index + 1} {system} {setting}: image part {row.get('image_s', float('nan')):.2f}"
                       f" s; per image {shown}; peak {row.get('peak_rss_mb', float('nan')) / 1024:.2f} GB", flush=True)
-    medians = {}
-    for (system, setting), rows in runs.items():
-        ok = [r for r in rows if "per_image_s" in r]
-        if not ok:
-            continue
-        medians[f"{system} {setting}"] = {
-            "image_s": statistics.median(r["image_s"] for r in ok),
-            "per_image_s": {str(c): statistics.median(r["per_image_s"][str(c)] for r in ok) for c in counts},
-            "peak_rss_gb": max(r["peak_rss_mb"] for r in ok) / 1024}
+    # each pair's medians over its rounds, as `dart bench peers --rounds` gives them
+    medians = {f"{system} {setting}": merge_rounds(rows) for (system, setting), rows in runs.items()
+               if any("per_image_s" in row for row in rows)}
     print("\n| system | setting | image part s | " + " | ".join(f"{c} classes s" for c in counts) + " | peak RSS GB |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in counts) + " | --- |")
     for system in systems:
@@ -96,7 +79,8 @@ def main() -> None:
                 value = m["per_image_s"][str(c)]
                 gain = f" ({base['per_image_s'][str(c)] / value:.2f}x)" if base and setting == "tuned" else ""
                 cells.append(f"{value:.2f}{gain}")
-            print(f"| {system} | {setting} | {m['image_s']:.2f} | " + " | ".join(cells) + f" | {m['peak_rss_gb']:.2f} |")
+            print(f"| {system} | {setting} | {m['image_s']:.2f} | " + " | ".join(cells)
+                  + f" | {m['peak_rss_mb'] / 1024:.2f} |")
     if args.json:
         from dart.io import write_json
 

@@ -2,9 +2,9 @@
 
 PyTorch's CPU tensors come from ``malloc``. glibc serves blocks above its mmap threshold (128 KiB, raised at run
 time to at most 32 MiB) with a fresh ``mmap`` and returns them to the kernel on ``free``; it also hands the top
-of its heap back once more than the trim threshold is free there. SAM3's activations are 10-100 MB each and
-are freed and asked for again in every layer, so by default each one costs a fresh mapping whose pages the
-kernel faults in and zeroes, a few thousand times per image. :func:`keep_freed_memory` raises both thresholds so
+of its heap back once more than the trim threshold is free there. SAM3's activations at 1008 px are 10-700 MB
+each and are freed and asked for again in every layer, so by default each one costs a fresh mapping whose pages
+the kernel faults in and zeroes. :func:`keep_freed_memory` raises both thresholds so
 that those blocks are reused from the heap instead: measured 1.20-1.34x on a whole bf16 image of the full-size
 model at 1-80 classes on a 2-vCPU Xeon, 1.09-1.11x in fp32 (BENCHMARKS.md, "The C allocator"), for up to 0.9 GB
 more peak memory. The numbers computed do not change (tests/test_allocator.py).
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 
@@ -30,12 +31,15 @@ CHOICES = ("keep", "system")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap (the largest SAM3 activation is about 0.4 GB)
+# blocks up to 1 GiB come from the heap (the largest SAM3 activation, the DETR encoder's feed-forward over 16
+# classes in fp32, [16, 5184, 2048], is 0.68 GB)
+MMAP_THRESHOLD = 1 << 30
 TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes an int: the top of the heap is returned past about 2 GiB free
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    """glibc itself, or ``None`` where the C library is another one."""
+    """glibc itself, or ``None`` where the C library is another one (looked up once)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
@@ -79,6 +83,11 @@ def keep_freed_memory() -> bool:
     return _in_force
 
 
+def is_glibc() -> bool:
+    """Whether this process's C library is glibc, the one whose settings this module changes."""
+    return _glibc() is not None
+
+
 def in_force() -> bool:
     """Whether :func:`keep_freed_memory` has changed this process's allocator."""
     return _in_force
@@ -90,7 +99,7 @@ def describe() -> str:
     library."""
     if _in_force:
         return "kept for reuse (dart)"
-    if _glibc() is None:
+    if not is_glibc():
         return "not glibc"
     named = [name for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if os.environ.get(name)]
     return f"glibc set by {' and '.join(named)}" if named else "glibc defaults"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from dart import allocator
 from dart.errors import InputError
 
-GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+GLIBC = allocator.is_glibc()
 
 # glibc's own account of its heap, for the probes below (each runs in a fresh process)
 MALLINFO = r"""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 
 import pytest
 from typer.testing import CliRunner
@@ -158,7 +157,9 @@ def test_command_runs_systems_in_child_processes(meta_checkpoint, tmp_path):
     for row in report["systems"]:
         check_row(row, ("1", "2"))
     assert report["best_peer"]["fp32"] == {"1": "transformers-fp32", "2": "transformers-fp32"}
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and "DART_CPU_ALLOCATOR" not in os.environ:
+    from dart import allocator
+
+    if allocator.is_glibc() and allocator.ENV not in os.environ:
         # each child says how its malloc ran: dart's backend keeps freed blocks, the peer's process is left alone
         assert [r["cpu_allocator"] for r in report["systems"]] == ["kept for reuse (dart)", "glibc defaults"]
     assert report["settings"]["image"] == str(photo)

@@ -536,11 +536,11 @@ def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _run_child(spec: dict[str, Any], work: Path, research_repo: str | Path | None, timeout_s: float | None,
-               on_line: Callable[[str], None]) -> dict[str, Any]:
+               on_line: Callable[[str], None], extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     name = spec["system"]
     spec_path, result_path = work / f"{name}.spec.json", work / f"{name}.result.json"
     spec_path.write_text(json.dumps(spec))
-    env = dict(os.environ)
+    env = {**os.environ, **(extra_env or {})}
     if SYSTEMS[name]["family"] == "research":
         env["PYTHONPATH"] = os.pathsep.join([str(Path(research_repo).resolve()), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "dart.bench.peers", str(spec_path), str(result_path)]
