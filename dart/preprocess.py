@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Union
 
 import cv2
 import numpy as np
-import torch
 
 from dart.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
     from PIL import Image as PILImage
 
 ImageInput = Union[str, Path, np.ndarray, "PILImage.Image"]
@@ -62,13 +62,14 @@ def to_rgb(image: ImageInput) -> np.ndarray:
 
 
 def preprocess(
-    images: list[np.ndarray], imgsz: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    images: list[np.ndarray], imgsz: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     """RGB ``uint8`` arrays -> normalised ``pixel_values [B, 3, imgsz, imgsz]`` on ``device``.
 
     The images travel as ``uint8`` (a quarter of float32's bytes) and are resized and normalised where they
     land; to a GPU they go from pinned memory (PyTorch caches those blocks), so the copy is asynchronous and the
-    host does not wait for it."""
+    host does not wait for it. ``dtype`` defaults to float32."""
+    import torch
     from torchvision.transforms.v2 import functional as tvf
 
     device = torch.device(device)
@@ -81,7 +82,7 @@ def preprocess(
         tensor = source.to(device, non_blocking=True).permute(2, 0, 1)
         batch.append(tvf.resize(tensor, [imgsz, imgsz], interpolation=tvf.InterpolationMode.BILINEAR, antialias=True))
     pixels = torch.stack(batch).to(torch.float32).div_(255.0)
-    return pixels.sub_(MEAN).div_(STD).to(dtype)
+    return pixels.sub_(MEAN).div_(STD).to(dtype or torch.float32)
 
 
 def is_image_file(path: Path) -> bool:

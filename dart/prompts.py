@@ -37,6 +37,7 @@ from dart.errors import InputError
 
 VISUAL_TEXT = "visual"  # the text a box-only prompt reads (Meta's Sam3Processor.add_geometric_prompt)
 PAD_LABEL = -10  # transformers' Sam3Model: a box label of -10 is padding
+PROMPT_MODES = ("meta", "dart")  # text tokens + the geometry CLS token (Meta's SAM3), or text tokens alone (DART)
 DEFAULT_EXEMPLAR_BOXES = 16  # boxes one exemplar prompt may hold in an exported encoder-decoder (+1 CLS token)
 Box = tuple[float, float, float, float]
 
@@ -45,6 +46,14 @@ _BOX = rf"{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}"
 _SPEC = re.compile(rf"^(?:(?P<image>.*):)?(?P<boxes>-?{_BOX}(?:[+-]{_BOX})*)=(?P<target>[^=]+)$")
 _ONE_BOX = re.compile(rf"(?P<sign>[+-]?)(?P<box>{_BOX})")
 
+
+
+def check_prompt_mode(mode: str) -> str:
+    """``mode`` if it is a prompt mode dart knows, else one sentence."""
+    if mode not in PROMPT_MODES:
+        raise InputError(f"unknown prompt mode '{mode}': use meta (SAM3's own prompt: text tokens and the geometry "
+                         "token) or dart (text tokens only, as the DART research code).")
+    return mode
 
 @dataclass(frozen=True)
 class Prompt:

@@ -120,10 +120,14 @@ class Setup:
                 validate_imgsz(self.imgsz)
             if not re.fullmatch(r"[\w.+=-]+", self.name):
                 raise InputError(f"name '{self.name}' may only use letters, digits and . _ - + = (it names a folder).")
-            from dart.stages import check_prompt_mode
+            from dart.prompts import check_prompt_mode
 
             if self.prompt_mode is not None:
                 check_prompt_mode(self.prompt_mode)
+            if not self.synthetic and not self.uses_engines:
+                from dart.models.loading import check_checkpoint_named
+
+                check_checkpoint_named(self.checkpoint)
             self._validate_backend()
             self._validate_speed()
             self._validate_prune()
@@ -320,11 +324,13 @@ OPTION_KEYS = ("checkpoint", "tokenizer", "backbone", "student_weights", "skip_b
                "max_classes", "text_cache", "prompt_mode")
 
 
-def setup_from_options(options: dict[str, Any]) -> Setup:
+def setup_from_options(options: dict[str, Any], *, validate: bool = True) -> Setup:
     """The :class:`Setup` a command's model flags describe (flags the command lacks keep their defaults),
-    validated before any weights load."""
+    validated before any weights load. ``validate=False`` leaves :meth:`Setup.validate` to the caller: a command
+    checks its files first, which needs no torch, so a mistaken path is reported at once."""
     setup = Setup(**{key: options[key] for key in OPTION_KEYS if key in options})
-    setup.validate(None)
+    if validate:
+        setup.validate(None)
     return setup
 
 

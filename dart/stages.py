@@ -29,19 +29,9 @@ from transformers.models.sam3.modeling_sam3 import Sam3SinePositionEmbedding, bo
 
 from dart.models.decoder import decode
 from dart.models.sam3 import capturing_graph
-from dart.prompts import PAD_LABEL
+from dart.prompts import PAD_LABEL, check_prompt_mode
 
 FPN_LEVELS = 3
-PROMPT_MODES = ("meta", "dart")  # text tokens + the geometry CLS token (Meta's SAM3), or text tokens alone (DART)
-
-
-def check_prompt_mode(mode: str) -> str:
-    from dart.errors import InputError
-
-    if mode not in PROMPT_MODES:
-        raise InputError(f"unknown prompt mode '{mode}': use meta (SAM3's own prompt: text tokens and the geometry "
-                         "token) or dart (text tokens only, as the DART research code).")
-    return mode
 
 
 class TextStage(nn.Module):

@@ -218,7 +218,7 @@ def encdec(
     from dart.models.loading import load_sam3
 
     console = Console()
-    from dart.stages import check_prompt_mode
+    from dart.prompts import check_prompt_mode
 
     check_prompt_mode(prompt_mode)
     output = _plan(output, "encdec.onnx", overwrite, imgsz, attn, image, checkpoint, tokenizer)

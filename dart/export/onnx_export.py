@@ -42,10 +42,10 @@ from dart.export.metadata import (
     write_onnx_metadata,
 )
 from dart.export.verify import DEFAULT_MIN_COSINE, Agreement, check, compare_outputs
-from dart.prompts import DEFAULT_EXEMPLAR_BOXES
+from dart.prompts import DEFAULT_EXEMPLAR_BOXES, check_prompt_mode
 from dart.models.sam3 import image_size, set_image_size, text_max_length, validate_imgsz
 from dart.pruning import PruneSpec, apply_pruning
-from dart.stages import BackboneStage, EncDecStage, check_prompt_mode
+from dart.stages import BackboneStage, EncDecStage
 
 if TYPE_CHECKING:  # pragma: no cover
     from dart.models.loading import LoadedSam3

@@ -71,13 +71,9 @@ def load_sam3(checkpoint: str | Path = DEFAULT_CHECKPOINT, *, imgsz: int = DEFAU
     spec = str(checkpoint)
     path = Path(spec).expanduser()
     backbone = None
+    check_checkpoint_named(spec)
     if path.exists():
         model, tok_source, backbone = _load_local(path)
-    elif _looks_like_path(spec):
-        raise CheckpointError(
-            f"checkpoint '{spec}' does not exist; pass a hub repo id (e.g. {DEFAULT_CHECKPOINT}), a transformers "
-            "folder, a .safetensors file or Meta's sam3.pt."
-        )
     else:
         folder = download_checkpoint(spec, local_files_only=local_files_only)
         model, tok_source, backbone = _load_local(folder)
@@ -88,6 +84,18 @@ def load_sam3(checkpoint: str | Path = DEFAULT_CHECKPOINT, *, imgsz: int = DEFAU
     set_image_size(model, imgsz)
     return LoadedSam3(model=model, fingerprint=fingerprint, source=spec, tokenizer_source=tok_source,
                       backbone=backbone)
+
+
+def check_checkpoint_named(checkpoint: str | Path) -> None:
+    """One sentence (exit 3) when ``checkpoint`` names a local file or folder that is not there (a hub repo id,
+    ``owner/name``, is left to the download). Reads no weights and imports nothing heavy, so commands check it
+    before they start."""
+    spec = str(checkpoint)
+    if not Path(spec).expanduser().exists() and _looks_like_path(spec):
+        raise CheckpointError(
+            f"checkpoint '{spec}' does not exist; pass a hub repo id (e.g. {DEFAULT_CHECKPOINT}), a transformers "
+            "folder, a .safetensors file or Meta's sam3.pt."
+        )
 
 
 def vit_blocks(checkpoint: str | Path) -> int | None:

@@ -11,17 +11,18 @@ else was pruned. Specs round-trip through YAML/JSON files, which every command a
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from dart.errors import InputError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BRANCHES = ("attn", "mlp")
 
@@ -140,16 +141,25 @@ def _parse_mask(value: str | Sequence[Any] | None) -> set[tuple[int, str]]:
     return out
 
 
-class _ZeroBranch(nn.Module):
-    """Stands in for a skipped attention or MLP branch: contributes nothing to the residual stream."""
+@functools.cache
+def _zero_branch_class() -> type:
+    """The module that stands in for a skipped attention or MLP branch (defined on first use, so that reading a
+    spec does not import torch)."""
+    import torch
+    from torch import nn
 
-    def __init__(self, returns_tuple: bool):
-        super().__init__()
-        self.returns_tuple = returns_tuple
+    class ZeroBranch(nn.Module):
+        """Contributes nothing to the residual stream."""
 
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
-        zeros = torch.zeros_like(hidden_states)
-        return (zeros, None) if self.returns_tuple else zeros
+        def __init__(self, returns_tuple: bool):
+            super().__init__()
+            self.returns_tuple = returns_tuple
+
+        def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
+            zeros = torch.zeros_like(hidden_states)
+            return (zeros, None) if self.returns_tuple else zeros
+
+    return ZeroBranch
 
 
 def apply_pruning(model: nn.Module, spec: PruneSpec) -> None:
@@ -199,8 +209,10 @@ def _swap_modules(model: nn.Module, spec: PruneSpec) -> Callable[[], None]:
         layer = layers[block]
         name = "attention" if branch == "attn" else "mlp"
         saved.append((layer, name, getattr(layer, name)))
-        setattr(layer, name, _ZeroBranch(returns_tuple=branch == "attn"))
+        setattr(layer, name, _zero_branch_class()(returns_tuple=branch == "attn"))
     skipped = set(spec.skip_blocks)
+    from torch import nn
+
     backbone.layers = nn.ModuleList([layer for i, layer in enumerate(layers) if i not in skipped])
 
     def restore() -> None:
