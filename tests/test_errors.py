@@ -82,3 +82,59 @@ def test_the_warning_policy_ends_with_the_command(tiny_ckpt, image_file, tmp_pat
     before = warnings.showwarning
     assert detect(tiny_ckpt, image_file, tmp_path).exit_code == 0
     assert warnings.showwarning is before
+
+
+# The mistakes users make most (a path mistyped, an output over an input) are found by reading the command line
+# and the file system alone: these report before torch or transformers are imported, in about a second, instead of
+# after the seconds those imports take.
+LIGHT_MISTAKES = [
+    ("detect nothere.jpg -c person", 2, "image 'nothere.jpg' does not exist"),
+    ("detect photos -c person -o photos", 2, "dart never writes over its inputs"),
+    ("detect photos -c person -m ./nothere", 3, "checkpoint './nothere' does not exist"),
+    ("video nothere.mp4 -c person", 2, "video 'nothere.mp4' does not exist"),
+    ("video clip.mp4 -c person -o clip.mp4", 2, "is the video source 'clip.mp4' this run reads"),
+    ("track clip.mp4 -c person -m nothere.pt", 3, "checkpoint 'nothere.pt' does not exist"),
+]
+PROBE = """
+import runpy, sys
+sys.argv = ["dart", *sys.argv[1:]]
+try:
+    runpy.run_module("dart", run_name="__main__")
+except SystemExit as exit:
+    heavy = [name for name in ("torch", "transformers") if name in sys.modules]
+    print("imported:", ",".join(heavy) or "-", file=sys.stderr)
+    raise
+"""
+
+
+def test_common_mistakes_are_reported_before_torch_is_imported(tmp_path):
+    import os
+    import shlex
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    from tests.conftest import make_image
+
+    (tmp_path / "photos").mkdir()
+    cv2.imwrite(str(tmp_path / "photos" / "im0.jpg"), make_image())
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 90))
+    for seed in range(2):
+        writer.write(make_image(seed=seed))
+    writer.release()
+    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
+    env.pop("DART_DEBUG", None)
+
+    def run(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", PROBE, *shlex.split(command)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(run, [command for command, _, _ in LIGHT_MISTAKES]))
+    for (command, code, message), proc in zip(LIGHT_MISTAKES, results):
+        output = " ".join((proc.stdout + proc.stderr).split())
+        assert proc.returncode == code, f"{command}: exit {proc.returncode}:\n{output}"
+        assert message in output and "Traceback" not in output, f"{command}:\n{output}"
+        assert "imported: -" in output, f"{command} imported what it did not need:\n{output}"

@@ -179,9 +179,10 @@ def test_cli_detect_and_export(engines, tiny_loaded, tiny_ckpt, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "street.json").is_file()
-    result = runner.invoke(app, [*args, "--imgsz", "224"])
+    # (--overwrite: the output folder is checked first, and holds the results of the run above)
+    result = runner.invoke(app, [*args, "--imgsz", "224", "--overwrite"])
     assert result.exit_code == 2 and "built for imgsz 112, not imgsz 224" in result.output
-    result = runner.invoke(app, [*args, "--skip-blocks", "1"])
+    result = runner.invoke(app, [*args, "--skip-blocks", "1", "--overwrite"])
     assert result.exit_code == 2 and "pruning 'none', not 'skip 1'" in result.output
     out = tmp_path / "e.onnx"
     result = runner.invoke(app, ["export", "encdec", "-m", str(tiny_ckpt), "--imgsz", str(TINY_IMGSZ),

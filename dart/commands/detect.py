@@ -86,7 +86,6 @@ def detect(
 
     Many images, many GPUs: [bold]dart detect images.txt -c person car --save-coco --ray --resume[/]
     """
-    from dart.backends.base import set_threads
     from dart.classes import exemplar_images, parse_class_conf, resolve_classes
     from dart.errors import InputError
     from dart.images import (RUN_FILE, ResultFiles, detect_images, expand_images, output_names, resume_plan,
@@ -111,7 +110,7 @@ def detect(
     if (ray_address or workers) and not ray:
         raise InputError(f"{'--ray-address' if ray_address else '--workers'} is for --ray: add --ray.")
     thresholds = parse_class_conf(class_conf, names)
-    setup = setup_from_options(locals())
+    setup = setup_from_options(locals(), validate=False)  # the files first: their mistakes need no torch to find
     plan = Outputs(overwrite=overwrite)
     plan.inputs_from(images, "image")
     plan.input(classes_file, "classes file")
@@ -128,6 +127,7 @@ def detect(
     files = ResultFiles(output, save_json=save_json, save_image=save_image, save_txt=save_txt, save_conf=save_conf)
     if resume:  # another run's results are refused now; the model is compared once it is loaded
         resume_plan(files, images, record, need_json=save_coco, ignore=("model",))
+    setup.validate(None)
     if ray:
         from dart.classes import parse_vocabulary
         from dart.serve.ray_label import LabelJob, label_on_ray
@@ -139,6 +139,8 @@ def detect(
                               progress=len(images) > 1)
         _report(console, result, images, output, save_coco, summary=None)
         return
+    from dart.backends.base import set_threads  # torch: imported once the command line has been checked
+
     set_threads(threads)
     if not setup.uses_engines:
         console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)

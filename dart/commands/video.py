@@ -69,10 +69,11 @@ TRACK_DEFAULTS = {"tracker": "bytetrack", "track_thresh": 0.5, "match_thresh": 0
 
 
 def video_setup(**o: Any):
-    """The :class:`~dart.setup.Setup` the flags describe, validated (no weights loaded)."""
+    """The :class:`~dart.setup.Setup` the flags describe, not yet validated: the run's files are checked first
+    (no torch needed), then :meth:`~dart.setup.Setup.validate` (no weights loaded)."""
     from dart.setup import setup_from_options
 
-    return setup_from_options(o)
+    return setup_from_options(o, validate=False)
 
 
 def build_detector(console: Console, setup, names: list[str], **o: Any):
@@ -160,11 +161,9 @@ def plan_outputs(source: str, setup, o: dict[str, Any], names: list[str] | None 
 def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_options: dict[str, Any],
                       **o: Any) -> None:
     """Shared body of ``dart video`` and ``dart track`` (parse -> validate -> run -> render)."""
-    from dart.backends.base import set_threads
     from dart.classes import parse_class_conf, resolve_classes
     from dart.errors import DartError, InputError
     from dart.render import count
-    from dart.video import open_source, run_video
 
     console = Console(stderr=o["save_jsonl"] == "-")
     names = resolve_classes(o["classes"], o["classes_file"], o["coco"], o.pop("exemplar", None))
@@ -183,13 +182,18 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
         o["conf"] = min(0.1, tracker_options["track_thresh"]) if track else D["conf"]
     setup = video_setup(**o)
     plan_outputs(source, setup, o, names)
-    set_threads(o["threads"])
-    if not any(o[key] for key in ("output", "save_jsonl", "save_mot", "display")):
-        console.print("[yellow]note:[/] nothing will be saved (no -o, --save-jsonl or --save-mot): only the summary "
-                      "is printed.", highlight=False)
+    from dart.video.sources import open_source
+
     src = open_source(source, start=o["start"], stride=o["stride"], max_frames=o["max_frames"], fps=o["fps"],
                       reconnect=o["reconnect"])
     try:
+        setup.validate(None)
+        from dart.backends.base import set_threads  # torch: imported once the command line and source are checked
+
+        set_threads(o["threads"])
+        if not any(o[key] for key in ("output", "save_jsonl", "save_mot", "display")):
+            console.print("[yellow]note:[/] nothing will be saved (no -o, --save-jsonl or --save-mot): only the "
+                          "summary is printed.", highlight=False)
         console.print(f"source: {src.describe()}", highlight=False)
         detector = build_detector(console, setup, names, **o)
         from dart.tiling import tiled
@@ -198,6 +202,8 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     except BaseException:
         src.close()
         raise
+    from dart.video.pipeline import run_video
+
     try:
         result = run_video(detector, src, tracker=tracker, output=o["output"], save_jsonl=o["save_jsonl"],
                            save_mot=o["save_mot"], display=o["display"], sequential=o["sequential"],
