@@ -94,6 +94,8 @@ LIGHT_MISTAKES = [
     ("video nothere.mp4 -c person", 2, "video 'nothere.mp4' does not exist"),
     ("video clip.mp4 -c person -o clip.mp4", 2, "is the video source 'clip.mp4' this run reads"),
     ("track clip.mp4 -c person -m nothere.pt", 3, "checkpoint 'nothere.pt' does not exist"),
+    ("export backbone -m ./nothere", 3, "checkpoint './nothere' does not exist"),
+    ("export encdec -m photos -o photos/im0.jpg", 2, "is a file of the checkpoint 'photos' this run reads"),
 ]
 PROBE = """
 import runpy, sys

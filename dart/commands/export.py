@@ -73,13 +73,14 @@ def _plan(output: Path, default_name: str, overwrite: bool, imgsz: int, attn: st
     """Everything an export can check before it loads the model: values, inputs, and the ONNX file (with the
     ``.data`` file beside it that a large graph needs) against inputs, earlier exports and the file system."""
     from dart.errors import InputError
-    from dart.export.onnx_export import ATTENTION_FORMS
+    from dart.export.metadata import check_attention_form
     from dart.io import Outputs, file_or_folder
+    from dart.models.loading import check_checkpoint_named
     from dart.models.sam3 import validate_imgsz
 
     validate_imgsz(imgsz)
-    if attn not in ATTENTION_FORMS:
-        raise InputError(f"unknown attention form '{attn}': use {' or '.join(ATTENTION_FORMS)}.")
+    check_attention_form(attn)
+    check_checkpoint_named(checkpoint)
     if image is not None and not image.is_file():
         raise InputError(f"image '{image}' does not exist.")
     target = file_or_folder(output, default_name, (".onnx",))
@@ -131,9 +132,7 @@ def backbone(
 
     Example: [bold]dart export backbone --imgsz 1008 --skip-blocks 5,10 -o engines/backbone.onnx[/]
     """
-    from dart.backends.base import set_threads
     from dart.errors import InputError
-    from dart.export.onnx_export import export_backbone
     from dart.models.loading import load_sam3, vit_blocks
     from dart.pruning.spec import resolve_prune_spec
 
@@ -153,6 +152,9 @@ def backbone(
         name = backbone_name or student_name_of(student_weights)
     elif prune and (blocks := vit_blocks(checkpoint)) is not None:
         prune.validate(blocks)
+    from dart.backends.base import set_threads  # torch: imported once the command line has been checked
+    from dart.export.onnx_export import export_backbone
+
     set_threads(threads)
     with console.status(f"loading SAM3 from {checkpoint} ..."):
         loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
@@ -213,15 +215,15 @@ def encdec(
 
     Example: [bold]dart export encdec --imgsz 1008 --max-classes 4 -o engines/encdec.onnx[/]
     """
-    from dart.backends.base import set_threads
-    from dart.export.onnx_export import export_encdec
     from dart.models.loading import load_sam3
-
-    console = Console()
     from dart.prompts import check_prompt_mode
 
+    console = Console()
     check_prompt_mode(prompt_mode)
     output = _plan(output, "encdec.onnx", overwrite, imgsz, attn, image, checkpoint, tokenizer)
+    from dart.backends.base import set_threads  # torch: imported once the command line has been checked
+    from dart.export.onnx_export import export_encdec
+
     set_threads(threads)
     with console.status(f"loading SAM3 from {checkpoint} ..."):
         loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)

@@ -22,6 +22,14 @@ ENCDEC_INPUTS = ("text", "text_mask")
 TOKEN_INPUTS = ("prompt_tokens", "prompt_tokens_mask")  # encdec: exemplar prompt tokens from a reference image
 ENCDEC_OUTPUTS = ("logits", "boxes", "presence")
 MASK_OUTPUT = "masks"
+ATTENTION_FORMS = ("eager", "sdpa")  # how an exported graph writes attention (recorded as ``attn``)
+
+
+def check_attention_form(form: str) -> str:
+    """``form`` if it is an attention form dart exports, else one sentence."""
+    if form not in ATTENTION_FORMS:
+        raise InputError(f"unknown attention form '{form}': use {' or '.join(ATTENTION_FORMS)}.")
+    return form
 
 
 @dataclass

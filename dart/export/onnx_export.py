@@ -34,11 +34,13 @@ from torch import nn
 from dart import __version__
 from dart.errors import DependencyError, InputError
 from dart.export.metadata import (
+    ATTENTION_FORMS,
     ENCDEC_OUTPUTS,
     FPN_NAMES,
     MASK_OUTPUT,
     TOKEN_INPUTS,
     StageMetadata,
+    check_attention_form,
     write_onnx_metadata,
 )
 from dart.export.verify import DEFAULT_MIN_COSINE, Agreement, check, compare_outputs
@@ -50,7 +52,6 @@ from dart.stages import BackboneStage, EncDecStage
 if TYPE_CHECKING:  # pragma: no cover
     from dart.models.loading import LoadedSam3
 
-ATTENTION_FORMS = ("eager", "sdpa")
 DEFAULT_OPSET = 17
 EXTERNAL_DATA_LIMIT = 1_800_000_000  # protobuf refuses files of 2 GiB; keep a margin for the graph itself
 VERIFY_CLASSES = ("person", "car", "dog", "bicycle", "bus", "cat", "truck", "bird")
@@ -138,8 +139,7 @@ def encdec_output_names(masks: bool) -> list[str]:
 @contextlib.contextmanager
 def attention_form(model: nn.Module, form: str) -> Iterator[None]:
     """Switch every transformers attention of ``model`` to ``form`` ("eager" or "sdpa"), restoring it after."""
-    if form not in ATTENTION_FORMS:
-        raise InputError(f"unknown attention form '{form}': use {' or '.join(ATTENTION_FORMS)}.")
+    check_attention_form(form)
     previous = getattr(model.config, "_attn_implementation", None) or "sdpa"
     model.set_attn_implementation(form)
     try:
