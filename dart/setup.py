@@ -87,8 +87,10 @@ class Setup:
 
     # ----------------------------------------------------------------------------------------- parsing
     @classmethod
-    def from_dict(cls, data: dict[str, Any], base: Setup | None = None, where: str = "setup") -> Setup:
-        """A setup from a mapping; missing keys come from ``base``. Unknown keys and wrong types are sentences."""
+    def from_dict(cls, data: dict[str, Any], base: Setup | None = None, where: str = "setup", *,
+                  validate: bool = True) -> Setup:
+        """A setup from a mapping; missing keys come from ``base``. Unknown keys and wrong types are sentences;
+        ``validate=False`` leaves :meth:`validate` (which imports torch to resolve the device) to the caller."""
         if not isinstance(data, dict):
             raise InputError(f"{where} must be a mapping of setting: value, got {type(data).__name__}.")
         allowed = sorted(_TYPES)
@@ -105,7 +107,8 @@ class Setup:
                 raise InputError(f"{where}: '{key}' must be {kinds}, got {type(value).__name__} ({value!r}).")
             values[key] = value
         setup = replace(base or cls(), **values)
-        setup.validate(where)
+        if validate:
+            setup.validate(where)
         return setup
 
     def validate(self, where: str | None = "setup") -> None:
@@ -356,8 +359,14 @@ def seed_random_text(detector: Detector, names: list[str], seed: int = 0) -> Non
     detector.text_cache.add(missing, features, mask)
 
 
-def load_setups(path: str | Path, base: Setup) -> list[Setup]:
-    """Read a ``--configs`` file: a list of setups (or ``{setups: [...]}``); names must be unique."""
+def configs_where(path: str | Path, index: int) -> str:
+    """How errors name the ``index``-th (0-based) setup of a ``--configs`` file."""
+    return f"{path}, setup {index + 1}"
+
+
+def load_setups(path: str | Path, base: Setup, *, validate: bool = True) -> list[Setup]:
+    """Read a ``--configs`` file: a list of setups (or ``{setups: [...]}``); names must be unique.
+    ``validate=False``: as for :meth:`Setup.from_dict` (then validate each with :func:`configs_where`)."""
     from dart.io import read_yaml
 
     path = Path(path)
@@ -368,10 +377,9 @@ def load_setups(path: str | Path, base: Setup) -> list[Setup]:
         raise InputError(f"configs file '{path}' must hold a non-empty list of setups (or a 'setups:' list).")
     setups = []
     for i, item in enumerate(data):
-        where = f"{path}, setup {i + 1}"
         if isinstance(item, dict) and "name" not in item:
             item = {**item, "name": f"setup{i + 1}"}
-        setups.append(Setup.from_dict(item, base, where))
+        setups.append(Setup.from_dict(item, base, configs_where(path, i), validate=validate))
     names = [s.name for s in setups]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

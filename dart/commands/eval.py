@@ -77,7 +77,6 @@ def coco(
     Under [bold]torchrun --nproc-per-node 8 -m dart eval coco ...[/] each rank takes every 8th image and rank 0
     merges and scores. Interrupted runs resume where they stopped (same command, same --output).
     """
-    from dart.backends.base import set_threads
     from dart.classes import COCO80
     from dart.errors import InputError
     from dart.eval import coco as ev
@@ -85,7 +84,7 @@ def coco(
     from dart.render import precision_line
     from dart.eval.store import PREDICTIONS, dist_env
     from dart.io import Outputs, write_json
-    from dart.setup import Setup, load_setups
+    from dart.setup import Setup, configs_where, load_setups
 
     console = Console()
     rank, world, local_rank = dist_env()
@@ -96,8 +95,8 @@ def coco(
         "skip_blocks": skip_blocks, "mask_blocks": mask_blocks, "prune_spec": prune_spec, "backend": backend,
         "engines": engines, "imgsz": imgsz, "precision": precision, "device": device, "compile": compile,
         "max_classes": max_classes, "text_cache": text_cache, "prompt_mode": prompt_mode,
-    }, where="command line")
-    setups = load_setups(configs, base) if configs else [base]
+    }, where="command line", validate=False)  # validated after the dataset and files: those checks need no torch
+    setups = load_setups(configs, base, validate=False) if configs else [base]
     for setup in setups:
         if setup.synthetic:
             raise InputError(f"setup '{setup.name}' uses synthetic weights, which are for speed only, never for "
@@ -128,6 +127,11 @@ def coco(
                                ignore=("fingerprint", "runs_on"))
     if configs:
         plan.file(output / "comparison.json", "-o/--output", existing="replace")
+    base.validate("command line")
+    for i, setup in enumerate(setups if configs else []):
+        setup.validate(configs_where(configs, i))
+    from dart.backends.base import set_threads  # torch: imported once the command line has been checked
+
     set_threads(threads)
     rows, comparison = [], {}
     for setup in setups:
@@ -172,10 +176,13 @@ def _settings(setup, backend, conf: float, nms: float, max_det: int, categories:
               tile_overlap: float) -> dict:
     """What a COCO evaluation records as its settings (``run.json``); a resumed run must match them. The model's
     fingerprint and what actually runs (``auto`` precision resolved) are known once the model is built."""
-    from dart.backends.base import describe_backend
+    runs_on = None
+    if backend is not None:
+        from dart.backends.base import describe_backend
 
+        runs_on = describe_backend(backend)
     settings = {"setup": setup.describe(), "fingerprint": backend.fingerprint if backend else None,
-                "runs_on": describe_backend(backend) if backend else None, "conf": conf, "nms": nms,
+                "runs_on": runs_on, "conf": conf, "nms": nms,
                 "max_det": max_det, "categories": categories}
     if tile:
         settings["tile"] = {"size": tile, "overlap": tile_overlap}
