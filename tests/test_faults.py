@@ -108,6 +108,14 @@ CASES = [
     Case("export-read-only-folder", "export backbone -m bad --imgsz 112 -o readonly/b.onnx", 2,
          "no permission to write"),
     # ------------------------------------------------------------------ bad weights are one sentence (exit 3)
+    Case("detect-missing-checkpoint", "detect photos -c person -o out -m weights/sam3.pt {m}", 3,
+         r"checkpoint 'weights/sam3.pt' does not exist; pass a hub repo id"),
+    Case("video-missing-checkpoint", "video clip.avi -c person -o v.mp4 -m ./nothere {m}", 3,
+         "checkpoint './nothere' does not exist"),
+    Case("export-missing-checkpoint", "export encdec -m nothere.safetensors --imgsz 112 -o e.onnx", 3,
+         "checkpoint 'nothere.safetensors' does not exist"),
+    Case("eval-missing-checkpoint", "eval coco --images coco/images --annotations coco/instances.json -o e "
+         "-m ./nothere {m} --categories dataset", 3, "command line: checkpoint './nothere' does not exist"),
     Case("detect-truncated-weights", "detect photos -c person -o out -m bad {m}", 3,
          r"checkpoint folder 'bad' cannot be loaded \(SafetensorError"),
     Case("export-truncated-weights", "export backbone -m bad --imgsz 112 -o b.onnx", 3, "cannot be loaded"),

@@ -176,13 +176,10 @@ def _settings(setup, backend, conf: float, nms: float, max_det: int, categories:
               tile_overlap: float) -> dict:
     """What a COCO evaluation records as its settings (``run.json``); a resumed run must match them. The model's
     fingerprint and what actually runs (``auto`` precision resolved) are known once the model is built."""
-    runs_on = None
-    if backend is not None:
+    if backend is not None:  # (a backend means torch is loaded; without one, checking a resume needs no torch)
         from dart.backends.base import describe_backend
-
-        runs_on = describe_backend(backend)
     settings = {"setup": setup.describe(), "fingerprint": backend.fingerprint if backend else None,
-                "runs_on": runs_on, "conf": conf, "nms": nms,
+                "runs_on": describe_backend(backend) if backend else None, "conf": conf, "nms": nms,
                 "max_det": max_det, "categories": categories}
     if tile:
         settings["tile"] = {"size": tile, "overlap": tile_overlap}

@@ -182,7 +182,7 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
         o["conf"] = min(0.1, tracker_options["track_thresh"]) if track else D["conf"]
     setup = video_setup(**o)
     plan_outputs(source, setup, o, names)
-    from dart.video.sources import open_source
+    from dart.video import open_source
 
     src = open_source(source, start=o["start"], stride=o["stride"], max_frames=o["max_frames"], fps=o["fps"],
                       reconnect=o["reconnect"])
@@ -202,7 +202,7 @@ def run_video_command(ctx: typer.Context, *, source: str, track: bool, tracker_o
     except BaseException:
         src.close()
         raise
-    from dart.video.pipeline import run_video
+    from dart.video import run_video
 
     try:
         result = run_video(detector, src, tracker=tracker, output=o["output"], save_jsonl=o["save_jsonl"],

@@ -34,7 +34,6 @@ from torch import nn
 from dart import __version__
 from dart.errors import DependencyError, InputError
 from dart.export.metadata import (
-    ATTENTION_FORMS,
     ENCDEC_OUTPUTS,
     FPN_NAMES,
     MASK_OUTPUT,

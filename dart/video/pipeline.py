@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+import numpy as np  # (torch is imported where it is used: importing dart.video to check files stays light)
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -200,6 +199,8 @@ class _Worker(threading.Thread):
         self.fn, self.inbox, self.outbox, self.stop = fn, inbox, outbox, stop
 
     def run(self) -> None:
+        import torch
+
         try:
             with torch.inference_mode():
                 for item in self.inbox:
@@ -211,6 +212,8 @@ class _Worker(threading.Thread):
 
 
 def _is_cuda(detector) -> bool:
+    import torch
+
     return torch.device(str(detector.backend.device)).type == "cuda"
 
 
@@ -224,6 +227,8 @@ def _pipelined_stages(detector, frames: Iterable[Frame], stop: threading.Event, 
 
         worker = _Worker("dart-detect", detect, frames, results, stop)
         return [worker], results
+
+    import torch
 
     cuda = _is_cuda(detector)
     device = torch.device(str(detector.backend.device))
