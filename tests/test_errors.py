@@ -97,7 +97,7 @@ LIGHT_MISTAKES = [
     ("export backbone -m ./nothere", 3, "checkpoint './nothere' does not exist"),
     ("export encdec -m photos -o photos/im0.jpg", 2, "is a file of the checkpoint 'photos' this run reads"),
     ("eval coco --images photos --annotations nothere.json", 2, "annotation file 'nothere.json' does not exist"),
-    ("eval coco --images photos --annotations coco.json --categories dataset -m ./nothere", 3,
+    ("eval coco --images coco/images --annotations coco/instances.json -m ./nothere", 3,
      "command line: checkpoint './nothere' does not exist"),
 ]
 PROBE = """
@@ -113,7 +113,6 @@ except SystemExit as exit:
 
 
 def test_common_mistakes_are_reported_before_torch_is_imported(tmp_path):
-    import json
     import os
     import shlex
     import subprocess
@@ -122,15 +121,12 @@ def test_common_mistakes_are_reported_before_torch_is_imported(tmp_path):
 
     import cv2
 
+    from tests.coco_data import write_dataset
     from tests.conftest import make_image
 
     (tmp_path / "photos").mkdir()
     cv2.imwrite(str(tmp_path / "photos" / "im0.jpg"), make_image())
-    (tmp_path / "coco.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "im0.jpg", "width": 160, "height": 90}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 15, 60, 30], "area": 1800,
-                         "iscrowd": 0}],
-        "categories": [{"id": 1, "name": "person"}]}))
+    write_dataset(tmp_path / "coco")
     writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 90))
     for seed in range(2):
         writer.write(make_image(seed=seed))
