@@ -76,6 +76,29 @@ def test_fixed_class_engine_pads(tmp_path, engines, tiny_loaded, tiny_ckpt):
         assert_same(torch_det.detect(image), ort_det.detect(image))
 
 
+def test_cpu_runs_a_wide_dynamic_export_four_classes_a_call(tmp_path, engines, tiny_loaded, tiny_ckpt):
+    """An export for 6 classes a call runs 4 at a time on the CPU provider (its attention memory grows with each
+    class), and 6 classes still detect what PyTorch detects."""
+    import shutil
+
+    from dart.backends.onnxruntime_backend import CPU_CLASSES_PER_CALL
+    from dart.export.onnx_export import export_encdec
+
+    shutil.copy(engines / "backbone.onnx", tmp_path / "backbone.onnx")
+    export_encdec(tiny_loaded, tmp_path / "encdec.onnx", max_classes=6, simplify=False, verify=False)
+    image = make_image(seed=4)
+    torch_det = Detector(TorchBackend(tiny_loaded, device="cpu"), CLASSES + ["tree"], conf=0.05)
+    ort_det = Detector.from_engines(engines=tmp_path, classes=CLASSES + ["tree"], backend="onnxruntime", device="cpu",
+                                    checkpoint=tiny_ckpt, conf=0.05)
+    assert ort_det.backend.encdec_meta.max_classes == 6
+    assert ort_det.backend.max_classes == ort_det.max_classes_per_batch == CPU_CLASSES_PER_CALL == 4
+    calls = []
+    run = ort_det.backend._run_encdec
+    ort_det.backend._run_encdec = lambda inputs: calls.append(inputs["text"].shape[0]) or run(inputs)
+    assert_same(torch_det.detect(image), ort_det.detect(image))
+    assert calls == [4, 2]
+
+
 def test_complete_text_cache_never_loads_pytorch(engines, tiny_loaded, tmp_path, monkeypatch):
     cache = tmp_path / "text.safetensors"
     Detector(TorchBackend(tiny_loaded, device="cpu"), CLASSES[:3], text_cache=cache)  # writes the cache

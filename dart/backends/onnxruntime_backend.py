@@ -15,6 +15,11 @@ from dart.export.metadata import ENCDEC_OUTPUTS, FPN_NAMES, MASK_OUTPUT
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# Most classes one encoder-decoder call takes on the CPU provider, whatever the export allows. onnxruntime runs the
+# exported (eager) attention as explicit score matrices: about 1.05 GB more per class at 1008 px (4 classes peak at
+# 4.9 GB, 16 at 17.1 GB), while the time per class is the same from 4 classes up (BENCHMARKS.md, "onnxruntime's
+# memory per class"). A dynamic class axis makes the split free; a fixed-size graph runs at its own width.
+CPU_CLASSES_PER_CALL = 4
 
 
 def resolve_providers(device: str = "auto", providers: Sequence[str] | None = None) -> list[str]:
@@ -73,6 +78,8 @@ class OnnxRuntimeBackend(EngineBackend):
                 sessions.append(ort.InferenceSession(str(path), options, providers=self.providers,
                                                      provider_options=provider_options))
         self._backbone_session, self._encdec_session = sessions
+        if self.providers[0] == CPU and self.dynamic_classes and (self.max_classes or 0) > CPU_CLASSES_PER_CALL:
+            self.max_classes = CPU_CLASSES_PER_CALL
         self._encdec_inputs = [i.name for i in self._encdec_session.get_inputs()]
         self._encdec_outputs = [o.name for o in self._encdec_session.get_outputs()]
         expected = [*ENCDEC_OUTPUTS, *([MASK_OUTPUT] if self.supports_masks else [])]
