@@ -6,8 +6,9 @@ Random full-size SAM3 weights (speed does not depend on the values; ``--syntheti
 fixed 1280x720 frame at ``--imgsz``, text features from SAM3's own text encoder on random tokens. For every precision
 (fp32 first, as the reference):
 
-- backbone ms (ViT + FPN, once per image) and encoder-decoder ms for each class count, in chunks of
-  ``--max-classes`` as the detector runs them (no masks), medians of ``--runs`` calls timed after ``--warmup``;
+- backbone ms (ViT + FPN, once per image; also without masks, when only the 1x level is computed) and
+  encoder-decoder ms for each class count, in chunks of ``--max-classes`` as the detector runs them (no masks),
+  medians of ``--runs`` calls timed after ``--warmup``;
 - the FPN levels' cosine against fp32 (the worst level), and the encoder-decoder's logits cosine, box and presence
   largest differences at 4 classes, fed fp32's features (the stage alone) and its own (the whole path);
 - peak allocated GPU memory of the precision's runs;
@@ -152,6 +153,7 @@ class Bench:
         row["ran_as"] = backend.precision
         features = backend.backbone(self.pixels)
         row["backbone_ms"] = self.timed(lambda: backend.backbone(self.pixels), self.args.runs)
+        row["backbone_no_masks_ms"] = self.timed(lambda: backend.backbone(self.pixels, masks=False), self.args.runs)
         row["encdec_ms"] = {}
         for count in self.counts:
             row["encdec_ms"][str(count)] = self.timed(lambda: self.encdec(backend, features, count),
@@ -178,6 +180,7 @@ class Bench:
         self.sync()
         row["backbone_compile_s"] = round(time.perf_counter() - start, 1)
         row["backbone_ms"] = self.timed(lambda: backend.backbone(self.pixels), self.args.runs)
+        row["backbone_no_masks_ms"] = self.timed(lambda: backend.backbone(self.pixels, masks=False), self.args.runs)
         row["encdec_ms"], row["encdec_compile_s"] = {}, {}
         for count in self.compile_counts:
             start = time.perf_counter()
@@ -228,9 +231,10 @@ def markdown(report: dict[str, Any]) -> str:
     """The rows BENCHMARKS.md takes: one per precision and mode."""
     counts = report["settings"]["counts"]
     lines = [f"{report['header']}", "",
-             "| precision | mode | backbone ms | " + " | ".join(f"enc-dec ms, {c} cl." for c in counts)
+             "| precision | mode | backbone ms | backbone ms, no masks | "
+             + " | ".join(f"enc-dec ms, {c} cl." for c in counts)
              + " | FPN cosine | logits cosine (stage / path) | box max abs (stage) | peak GPU MB |",
-             "| --- | --- | --- | " + " | ".join("---" for _ in counts) + " | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in counts) + " | --- | --- | --- | --- |"]
 
     def num(value: Any, digits: int = 2) -> str:
         return "" if value is None else f"{value:.{digits}f}"
@@ -242,7 +246,8 @@ def markdown(report: dict[str, Any]) -> str:
         encdec = [num(row["encdec_ms"].get(str(c))) for c in counts]
         compile_note = f" (compiled in {row['backbone_compile_s']} s)" if "backbone_compile_s" in row else ""
         lines.append(
-            f"| {row['precision']} | {row['mode']} | {num(row['backbone_ms'])}{compile_note} | " + " | ".join(encdec)
+            f"| {row['precision']} | {row['mode']} | {num(row['backbone_ms'])}{compile_note} | "
+            f"{num(row.get('backbone_no_masks_ms'))} | " + " | ".join(encdec)
             + f" | {num(row['fpn_cosine'], 6)} | {num(row['logits_cosine_stage'], 6)} / "
               f"{num(row['logits_cosine_path'], 6)} | {num(row['boxes_max_abs_stage'], 4)} | "
               f"{num(row.get('peak_memory_mb'), 0)} |")

@@ -394,9 +394,10 @@ class Detector:
         return pixels, sizes
 
     def run_backbone(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``pixel_values`` -> FPN features (once per image, whatever the number of classes)."""
+        """``pixel_values`` -> FPN features (once per image, whatever the number of classes); without masks, the
+        levels only the mask decoder reads are skipped where the backend can (None in their place)."""
         with self.timer("backbone"):
-            return self.backend.backbone(pixels)
+            return self.backend.backbone(pixels, masks=self.masks)
 
     def run_heads(self, features: tuple[torch.Tensor, ...], batch: int,
                   sizes: Sequence[tuple[int, int]] | None = None):

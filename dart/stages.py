@@ -4,7 +4,7 @@ run in dart's own form, proved equal to ``transformers``': :mod:`dart.models.rop
 - :class:`TextStage`: CLIP text encoder + projection -> text features ``[C, 32, 256]`` (once per class list).
 - :class:`BackboneStage`: ViT + the three FPN levels the detector uses (``4x, 2x, 1x`` of the patch grid; at
   1008 px: 288², 144², 72²), once per image whatever the number of classes. SAM3's fourth, 0.5x level is never
-  used by the image detector and is not computed.
+  used by the image detector and is not computed; without masks, only the 1x level is (``masks=False``).
 - :class:`EncDecStage`: DETR encoder + decoder + box head + dot-product scoring, batched over
   ``images x classes``; :meth:`EncDecStage.masks` runs the mask decoder for selected (image, class) pairs only.
 
@@ -62,7 +62,10 @@ class BackboneStage(nn.Module):
         self.patch_size = int(self.vit.config.patch_size)
         self.complex_rope = complex_rope
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, pixel_values: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor | None, ...]:
+        """``masks=False``: only the ``1x`` level, the one detection reads, as ``(None, None, fpn_1x)``; the two finer
+        levels feed only the mask decoder and cost about 4 % of the image part in fp32 and 2 % in bf16 on a CPU
+        (BENCHMARKS.md, "The FPN levels only masks read")."""
         batch = pixel_values.shape[0]
         grid_h = pixel_values.shape[-2] // self.patch_size
         grid_w = pixel_values.shape[-1] // self.patch_size
@@ -76,6 +79,8 @@ class BackboneStage(nn.Module):
             for layer in self.vit.layers:
                 hidden = layer(hidden)
         spatial = hidden.permute(0, 3, 1, 2)
+        if not masks:
+            return (None,) * (len(self.fpn) - 1) + (self.fpn[-1](spatial),)
         return tuple(level(spatial) for level in self.fpn)
 
 

@@ -48,7 +48,7 @@ def test_stage_times_cover_every_precision_and_count(smoke):
     assert set(rows) == {("fp32", "eager"), ("bf16", "eager")}
     for row in rows.values():
         assert "error" not in row, row
-        assert row["backbone_ms"] > 0 and set(row["encdec_ms"]) == {"1", "2", "17"}
+        assert row["backbone_ms"] > 0 and row["backbone_no_masks_ms"] > 0 and set(row["encdec_ms"]) == {"1", "2", "17"}
     assert rows[("fp32", "eager")]["fpn_cosine"] == pytest.approx(1.0)  # fp32 is the reference
     assert rows[("fp32", "eager")]["boxes_max_abs_path"] == 0.0
     bf16 = rows[("bf16", "eager")]

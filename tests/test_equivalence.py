@@ -53,6 +53,23 @@ def test_backbone_equals_sam3_vision_encoder(tiny_loaded, tiny_backend, referenc
     assert len(got) == 3
     for level in range(3):
         torch.testing.assert_close(got[level], ref[level], atol=1e-5, rtol=1e-4)
+    fpn_4x, fpn_2x, fpn_1x = tiny_backend.backbone(pixels, masks=False)  # detection alone: the 1x level, the same
+    assert fpn_4x is None and fpn_2x is None and torch.equal(fpn_1x, got[2])
+
+
+def test_the_detector_skips_the_mask_levels_only_without_masks(tiny_backend, monkeypatch):
+    """Without masks the detector asks the backend for the 1x level alone (the test above proves it the same), with
+    masks for all three; both give the same boxes."""
+    asked = []
+    backbone = tiny_backend.backbone
+    monkeypatch.setattr(tiny_backend, "backbone",
+                        lambda pixels, masks=True: asked.append(masks) or backbone(pixels, masks))
+    image = make_image(90, 160)
+    plain = Detector(tiny_backend, CLASSES, conf=0.2).detect(image)
+    with_masks = Detector(tiny_backend, CLASSES, conf=0.2, masks=True).detect(image)
+    assert asked == [False, True] and len(plain) > 0 and with_masks.masks is not None
+    np.testing.assert_array_equal(plain.xyxy, with_masks.xyxy)
+    np.testing.assert_array_equal(plain.scores, with_masks.scores)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 16])

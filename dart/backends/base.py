@@ -35,7 +35,10 @@ class Backend(Protocol):
     supports_masks: bool
     has_text_encoder: bool
 
-    def backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+    def backbone(self, pixel_values: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor | None, ...]:
+        """FPN features ``(4x, 2x, 1x)``; with ``masks=False`` the two levels only the mask decoder reads may be
+        None (a backend that skips them saves their time)."""
+        ...
 
     def encdec(
         self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor, return_state: bool = False

@@ -105,8 +105,9 @@ class EngineBackend:
 
     # ------------------------------------------------------------------------------------ Backend API
     @torch.inference_mode()
-    def backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Run the backbone engine image by image (engines are built for one image)."""
+    def backbone(self, pixel_values: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor, ...]:
+        """Run the backbone engine image by image (engines are built for one image); it computes every level it
+        was exported with, whatever ``masks`` says."""
         pixel_values = pixel_values.to(self.device, torch.float32)
         size = tuple(pixel_values.shape[-2:])
         if size != (self.imgsz, self.imgsz):
@@ -126,11 +127,11 @@ class EngineBackend:
                              "stages do not hold: draw them on a reference image (IMAGE:BOXES=NAME) or use "
                              "--backend torch.")
         tokens, tokens_mask = geometry.get("tokens"), geometry.get("tokens_mask")
-        batch, classes = features[0].shape[0], text.shape[0]
+        batch, classes = features[-1].shape[0], text.shape[0]
         step = self.max_classes or classes
         per_image = []
         for b in range(batch):
-            feats = tuple(f[b:b + 1] for f in features)
+            feats = tuple(None if f is None else f[b:b + 1] for f in features)
             chunks = [self._encdec_chunk(feats, text[s:s + step], text_mask[s:s + step],
                                          None if tokens is None else tokens[s:s + step],
                                          None if tokens_mask is None else tokens_mask[s:s + step])

@@ -162,10 +162,18 @@ class TorchBackend:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     @torch.inference_mode()
-    def backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def backbone(self, pixel_values: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor | None, ...]:
+        """FPN features ``(4x, 2x, 1x)``; ``masks=False``: ``(None, None, 1x)``, all detection needs (a student
+        backbone computes every level either way)."""
+        pixel_values = pixel_values.to(self.device, torch.float32)
         with self._reduced():
-            features = self._backbone(pixel_values.to(self.device, torch.float32))
-        return tuple(f.clone() for f in features) if self._copy_outputs else features
+            if masks or not isinstance(self.backbone_stage, BackboneStage):
+                features = self._backbone(pixel_values)
+            else:
+                features = self._backbone(pixel_values, masks=False)
+        if self._copy_outputs:
+            return tuple(None if f is None else f.clone() for f in features)
+        return features
 
     @torch.inference_mode()
     def encdec(self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor,
@@ -178,7 +186,7 @@ class TorchBackend:
         if extra:  # exemplar shapes vary: eager, not compiled
             with self._reduced():
                 return self.encdec_stage(*features, text, text_mask, return_state=return_state, **extra)
-        classes, batch = text.shape[0], features[0].shape[0]
+        classes, batch = text.shape[0], features[-1].shape[0]
         if self.class_buckets:
             text, text_mask = pad_classes(text, text_mask, class_bucket(classes))
         with self._reduced():
