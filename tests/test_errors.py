@@ -99,6 +99,8 @@ LIGHT_MISTAKES = [
     ("eval coco --images photos --annotations nothere.json", 2, "annotation file 'nothere.json' does not exist"),
     ("eval coco --images coco/images --annotations coco/instances.json -m ./nothere", 3,
      "command line: checkpoint './nothere' does not exist"),
+    ("text-cache build -c person -m ./nothere -o text.safetensors", 3, "checkpoint './nothere' does not exist"),
+    ("text-cache build -c person -m photos -o photos", 2, "is the checkpoint 'photos' this run reads"),
 ]
 PROBE = """
 import runpy, sys

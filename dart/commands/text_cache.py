@@ -47,17 +47,14 @@ def build(
 
     Example: [bold]dart text-cache build --coco --engines engines/[/]  (writes engines/text.safetensors)
     """
-    from dart.backends.base import resolve_device, set_threads
-    from dart.backends.engine_backend import find_stage_files, infer_engine_kind
-    from dart.backends.torch_backend import TorchBackend
+    # the command line's files are checked before torch is imported (engines are read with it)
     from dart.classes import exemplar_images, parse_vocabulary, resolve_classes
     from dart.compat import is_torch_file
     from dart.errors import InputError
     from dart.io import Outputs
-    from dart.models.loading import load_sam3
+    from dart.models.loading import check_checkpoint_named
     from dart.models.sam3 import DEFAULT_IMGSZ, validate_imgsz
     from dart.setup import ENGINES_TEXT_CACHE
-    from dart.text_cache import TextCache, read_cache_info
 
     console = Console()
     entries = resolve_classes(classes, classes_file, coco, exemplar)
@@ -68,6 +65,7 @@ def build(
                          "cached: give the image they are on (-e IMAGE:x1,y1,x2,y2=NAME).")
     fingerprint = None
     if engines is not None:
+        from dart.backends.engine_backend import find_stage_files, infer_engine_kind
         from dart.export.metadata import read_metadata
 
         stage_files = find_stage_files(engines, infer_engine_kind(engines))
@@ -79,12 +77,8 @@ def build(
         output = output or engines / ENGINES_TEXT_CACHE
     if output is None:
         raise InputError("say where the cache goes: -o text.safetensors, or --engines DIR (DIR/text.safetensors).")
-    resolve_device(device)
+    check_checkpoint_named(checkpoint)
     imgsz = validate_imgsz(imgsz) if imgsz is not None else DEFAULT_IMGSZ
-    if output.is_file() and is_torch_file(output):
-        raise InputError(f"'{output}' is a DART research text cache; dart reads such files but never writes into "
-                         f"them: convert it (dart convert {output} --checkpoint CKPT -o text.safetensors) or give "
-                         "another -o.")
     plan = Outputs()
     plan.input(checkpoint, "checkpoint", contents=True)
     plan.input(tokenizer, "tokenizer", contents=True)
@@ -92,7 +86,17 @@ def build(
     plan.inputs_from(exemplar_images(entries), "exemplar image")
     if engines is not None:
         plan.inputs_from(stage_files, "engine file")
-    plan.file(output, "-o/--output", existing="extend")
+    plan.file(output, "-o/--output", existing="extend")  # first: -o on the checkpoint is that, not a cache
+    if output.is_file() and is_torch_file(output):
+        raise InputError(f"'{output}' is a DART research text cache; dart reads such files but never writes into "
+                         f"them: convert it (dart convert {output} --checkpoint CKPT -o text.safetensors) or give "
+                         "another -o.")
+    from dart.backends.base import resolve_device, set_threads
+    from dart.backends.torch_backend import TorchBackend
+    from dart.models.loading import load_sam3
+    from dart.text_cache import TextCache, read_cache_info
+
+    resolve_device(device)
     if output.is_file():
         existing = read_cache_info(output)  # a damaged or foreign file is refused before the model loads
         if fingerprint is not None and existing["fingerprint"] != fingerprint:
