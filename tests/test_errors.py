@@ -101,6 +101,8 @@ LIGHT_MISTAKES = [
      "command line: checkpoint './nothere' does not exist"),
     ("text-cache build -c person -m ./nothere -o text.safetensors", 3, "checkpoint './nothere' does not exist"),
     ("text-cache build -c person -m photos -o photos", 2, "is the checkpoint 'photos' this run reads"),
+    ("precision bisect -m ./nothere", 3, "checkpoint './nothere' does not exist"),
+    ("precision compare torch:fp32 torch:bf16 --image nothere.jpg", 2, "image 'nothere.jpg' does not exist"),
 ]
 PROBE = """
 import runpy, sys

@@ -51,28 +51,34 @@ def bisect_command(
 
     Example: [bold]dart precision bisect --image street.jpg --target-cosine 0.999 -o precision.json[/]
     """
-    from dart.backends.base import resolve_device, set_threads
+    # the command line's files are checked before torch is imported
     from dart.errors import InputError
-    from dart.export.onnx_export import sample_pixels
     from dart.io import Outputs
-    from dart.models.loading import vit_blocks
+    from dart.models.loading import check_checkpoint_named, vit_blocks
     from dart.models.sam3 import validate_imgsz
-    from dart.precision import OnnxRuntimeRunner, TorchRunner, bisect, bisect_table
     from dart.pruning.spec import resolve_prune_spec
 
     console = Console()
     if image is not None and not image.is_file():
         raise InputError(f"image '{image}' does not exist.")
+    if onnx is not None and not onnx.is_file():
+        raise InputError(f"ONNX file '{onnx}' does not exist.")
     plan = Outputs(overwrite=overwrite)
     plan.inputs_from([image, onnx, prune_spec], "input")
     plan.input(checkpoint, "checkpoint", contents=True)
     plan.file(output, "-o/--output")
     if onnx is None:
+        check_checkpoint_named(checkpoint)
         validate_imgsz(imgsz)
-        resolve_device(device)
         prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
         if prune and (blocks := vit_blocks(checkpoint)) is not None:
             prune.validate(blocks)
+    from dart.backends.base import resolve_device, set_threads
+    from dart.export.onnx_export import sample_pixels
+    from dart.precision import OnnxRuntimeRunner, TorchRunner, bisect, bisect_table
+
+    if onnx is None:
+        resolve_device(device)
     set_threads(threads)
     if onnx is not None:
         from dart.backends.onnxruntime_backend import resolve_providers
@@ -128,18 +134,13 @@ def compare_command(
 
     Example: [bold]dart precision compare torch:fp32 onnxruntime:engines/ --image street.jpg -c person car[/]
     """
-    from dart.errors import InputError
-    from dart.export.onnx_export import sample_pixels
-    from dart.export.verify import agreement_table
-    from dart.precision import RunSpec, compare_runs, detection_agreement, make_backends, run_outputs
-    from dart.text_cache import TextCache
-
-    from dart.backends.base import set_threads
+    # the command line's files are checked before torch is imported
     from dart.classes import resolve_classes
+    from dart.errors import InputError
     from dart.io import Outputs
+    from dart.models.loading import check_checkpoint_named
 
     console = Console()
-    runs = [RunSpec.parse(run_a), RunSpec.parse(run_b)]
     names = resolve_classes(classes or ["person", "car"], None, False)
     if image is not None and not image.is_file():
         raise InputError(f"image '{image}' does not exist.")
@@ -148,6 +149,15 @@ def compare_command(
         plan.input(checkpoint, "checkpoint", contents=True)
         plan.input(image, "image")
         plan.file(text_cache, "--text-cache", existing="extend")
+    from dart.backends.base import set_threads
+    from dart.export.onnx_export import sample_pixels
+    from dart.export.verify import agreement_table
+    from dart.precision import RunSpec, compare_runs, detection_agreement, make_backends, run_outputs
+    from dart.text_cache import TextCache
+
+    runs = [RunSpec.parse(run_a), RunSpec.parse(run_b)]
+    if any(r.kind == "torch" for r in runs) or text_cache is None:
+        check_checkpoint_named(checkpoint)
     set_threads(threads)
     loaded = None
     if any(r.kind == "torch" for r in runs) or text_cache is None:
