@@ -50,6 +50,32 @@ def test_stage_outputs_equal_torch(engines, tiny_loaded, tiny_ckpt):
                                atol=1e-3, rtol=1e-3)
 
 
+def test_without_a_mask_output_the_backbone_is_compiled_for_the_1x_level(tmp_path, engines, tiny_loaded, tiny_ckpt):
+    """With an encoder-decoder exported without masks (the default), OpenVINO compiles the backbone for the 1x level
+    alone (the two finer levels feed only the mask decoder): that level is the full graph's, and the detections are
+    the torch backend's. A call that asks for every level (masks=True) compiles the whole backbone then."""
+    import shutil
+
+    from dart.export.onnx_export import export_encdec
+
+    shutil.copy(engines / "backbone.onnx", tmp_path / "backbone.onnx")
+    export_encdec(tiny_loaded, tmp_path / "encdec.onnx", max_classes=3, simplify=False, verify=False)
+    ov = openvino(tmp_path, tiny_ckpt).backend
+    assert not ov.supports_masks and list(ov._backbones) == [False]
+    pixels = preprocess([to_rgb(make_image(seed=2))], TINY_IMGSZ)
+    alone, whole = ov.backbone(pixels, masks=False), ov.backbone(pixels)
+    assert alone[0] is None and alone[1] is None and all(level is not None for level in whole)
+    assert sorted(ov._backbones) == [False, True]
+    two = ov.backbone(torch.cat([pixels, pixels]), masks=False)  # engines run image by image, then concatenate
+    assert two[0] is None and two[1] is None and torch.equal(two[2][1:], alone[2])
+    torch.testing.assert_close(alone[2], whole[2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone[2], TorchBackend(tiny_loaded, device="cpu").backbone(pixels)[2],
+                               atol=1e-4, rtol=1e-3)
+    image = make_image(seed=4)
+    torch_det = Detector(TorchBackend(tiny_loaded, device="cpu"), CLASSES, conf=0.05)
+    assert_same(torch_det.detect(image), openvino(tmp_path, tiny_ckpt, classes=CLASSES, conf=0.05).detect(image))
+
+
 def test_encdec_compiled_per_class_count(engines, tiny_loaded, tiny_ckpt, monkeypatch):
     """The encoder-decoder is compiled for the shapes it is fed (faster than the dynamic file on OpenVINO), once
     per class count, the least recently used dropped beyond STATIC_KEPT; every count gives the torch outputs."""

@@ -97,7 +97,8 @@ class EngineBackend:
         return self.backbone_meta.prune_spec
 
     # ---------------------------------------------------------------------------------- subclass hooks
-    def _run_backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _run_backbone(self, pixel_values: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor | None, ...]:
+        """One image's FPN levels; with ``masks=False`` a subclass may leave the mask decoder's levels None."""
         raise NotImplementedError
 
     def _run_encdec(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -105,17 +106,19 @@ class EngineBackend:
 
     # ------------------------------------------------------------------------------------ Backend API
     @torch.inference_mode()
-    def backbone(self, pixel_values: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor, ...]:
-        """Run the backbone engine image by image (engines are built for one image); it computes every level it
-        was exported with, whatever ``masks`` says."""
+    def backbone(self, pixel_values: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor | None, ...]:
+        """Run the backbone engine image by image (engines are built for one image). ``masks=False`` with an
+        encoder-decoder exported without masks (whose graph takes the 1x level alone): OpenVINO leaves out the
+        levels only the mask decoder reads (None); onnxruntime and TensorRT compute every level their graph has."""
+        masks = masks or self.supports_masks  # an encoder-decoder with a mask output takes every level as input
         pixel_values = pixel_values.to(self.device, torch.float32)
         size = tuple(pixel_values.shape[-2:])
         if size != (self.imgsz, self.imgsz):
             raise InputError(f"the backbone engine takes {self.imgsz}x{self.imgsz} images, got {size[0]}x{size[1]}.")
-        outs = [self._run_backbone(pixel_values[i:i + 1].contiguous()) for i in range(pixel_values.shape[0])]
+        outs = [self._run_backbone(pixel_values[i:i + 1].contiguous(), masks) for i in range(pixel_values.shape[0])]
         if len(outs) == 1:
             return tuple(outs[0])
-        return tuple(torch.cat(level) for level in zip(*outs))
+        return tuple(None if level[0] is None else torch.cat(level) for level in zip(*outs))
 
     @torch.inference_mode()
     def encdec(self, features: tuple[torch.Tensor, ...], text: torch.Tensor, text_mask: torch.Tensor,

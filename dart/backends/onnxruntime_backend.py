@@ -87,7 +87,9 @@ class OnnxRuntimeBackend(EngineBackend):
             raise InputError(f"'{self.encdec_path}' has outputs {self._encdec_outputs}, not the {expected} of a dart "
                              "export; export it again.")
 
-    def _run_backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _run_backbone(self, pixel_values: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor, ...]:
+        # every level, whatever ``masks`` says: onnxruntime runs the whole graph for any subset of its outputs
+        # (measured: the 1x level alone took as long as all three, BENCHMARKS.md)
         outs = self._backbone_session.run(list(FPN_NAMES), {"pixel_values": pixel_values.cpu().numpy()})
         return tuple(torch.from_numpy(o) for o in outs)
 

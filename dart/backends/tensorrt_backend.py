@@ -154,7 +154,7 @@ class TensorRTBackend(EngineBackend):
                 tensor.record_stream(current)
         return {n: t.float() if t.is_floating_point() else t for n, t in outputs.items()}
 
-    def _run_backbone(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _run_backbone(self, pixel_values: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor, ...]:
         out = self._run(self._backbone_engine, {"pixel_values": pixel_values})
         return tuple(out[n] for n in FPN_NAMES)
 
