@@ -2,7 +2,9 @@
 
 A backend runs the two exportable stages on its device:
 
-- ``backbone(pixel_values [B, 3, S, S] float32) -> (fpn_4x, fpn_2x, fpn_1x)`` (in the backend's compute dtype)
+- ``backbone(pixel_values [B, 3, S, S] float32, masks=True) -> (fpn_4x, fpn_2x, fpn_1x)`` (in the backend's
+  compute dtype); the detector passes ``masks=False`` when it makes no masks, and a backend may then return None
+  for the two finer levels, which only the mask decoder reads
 - ``encdec(features, text [C, T, D], text_mask [C, T], return_state) -> {"logits" [B, C, Q],
   "boxes" [B, C, Q, 4] normalised xyxy, "presence" [B, C]}`` (+ opaque state for masks)
 - ``masks(features, state, text, text_mask, pairs [P, 2]) -> mask logits [P, Q, h, w]`` (optional)
