@@ -572,7 +572,9 @@ def test_compile_on_a_cpu_keeps_the_compiler_log_off_the_terminal(template):
         assert "torch/_dynamo" not in output and "W1" not in output and len(output.splitlines()) < 15, output
         proc = run_dart(base / "ws", "--verbose detect photos/im0.jpg -c person -o out2 -m ck {m} --compile default",
                         {})
-        assert proc.returncode == 0 and len((proc.stdout + proc.stderr).splitlines()) > 15
+        # --verbose lets torch's compiler log through: with torch 2.14 and transformers 5 it is no longer ~170 lines
+        # of graph breaks, but a warning of torch's own still reaches the terminal
+        assert proc.returncode == 0 and "torch/" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
