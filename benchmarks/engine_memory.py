@@ -88,8 +88,9 @@ def main() -> None:
             rows.append(row)
             print(f"{runtime:<12} {classes:>7} {row['peak_gb']:>8.2f} {row['seconds']:>9.2f}", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        from dart.io import write_json
+
+        write_json(args.json, {"threads": args.threads, "rows": rows})
 
 
 if __name__ == "__main__":

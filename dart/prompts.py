@@ -47,13 +47,13 @@ _SPEC = re.compile(rf"^(?:(?P<image>.*):)?(?P<boxes>-?{_BOX}(?:[+-]{_BOX})*)=(?P
 _ONE_BOX = re.compile(rf"(?P<sign>[+-]?)(?P<box>{_BOX})")
 
 
-
 def check_prompt_mode(mode: str) -> str:
     """``mode`` if it is a prompt mode dart knows, else one sentence."""
     if mode not in PROMPT_MODES:
         raise InputError(f"unknown prompt mode '{mode}': use meta (SAM3's own prompt: text tokens and the geometry "
                          "token) or dart (text tokens only, as the DART research code).")
     return mode
+
 
 @dataclass(frozen=True)
 class Prompt:

@@ -18,3 +18,16 @@ def tiny_engines(tmp_path_factory, tiny_ckpt) -> Path:
         export_backbone(loaded, folder / "backbone.onnx")
         export_encdec(loaded, folder / "encdec.onnx", max_classes=3, masks=True, simplify=False)
     return folder
+
+
+def engines_with_encdec(folder: Path, engines: Path, loaded, **encdec_options) -> Path:
+    """``folder`` holding the tiny backbone of ``engines`` beside an encoder-decoder exported with ``encdec_options``
+    (unsimplified, unverified: the tests compare it with PyTorch themselves)."""
+    import shutil
+
+    from dart.export.onnx_export import export_encdec
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(engines / "backbone.onnx", folder / "backbone.onnx")
+    export_encdec(loaded, folder / "encdec.onnx", simplify=False, verify=False, **encdec_options)
+    return folder

@@ -114,6 +114,10 @@ CASES = [
          "checkpoint './nothere' does not exist"),
     Case("export-missing-checkpoint", "export encdec -m nothere.safetensors --imgsz 112 -o e.onnx", 3,
          "checkpoint 'nothere.safetensors' does not exist"),
+    Case("text-cache-missing-checkpoint", "text-cache build -c person -m ./nothere -o t.safetensors", 3,
+         "checkpoint './nothere' does not exist"),
+    Case("precision-bisect-missing-checkpoint", "precision bisect -m ./nothere -o p.json", 3,
+         "checkpoint './nothere' does not exist"),
     Case("eval-missing-checkpoint", "eval coco --images coco/images --annotations coco/instances.json -o e "
          "-m ./nothere {m} --categories dataset", 3, "command line: checkpoint './nothere' does not exist"),
     Case("detect-truncated-weights", "detect photos -c person -o out -m bad {m}", 3,
@@ -243,6 +247,9 @@ CASES = [
     # ------------------------------------------------------------------ DART text caches
     Case("dart-text-cache-written-into", "text-cache build -c person -o dart.pt -m bad {m}", 2,
          "dart reads such files but never writes into them", prep="dart_text_cache"),
+    # a .pt given as both checkpoint and -o is the checkpoint this run reads, not a research text cache
+    Case("text-cache-over-a-pt-checkpoint", "text-cache build -c person -m dart.pt -o dart.pt", 2,
+         "is the checkpoint 'dart.pt' this run reads", prep="dart_text_cache"),
     Case("dart-text-cache-another-model", "detect photos -c person -o out -m ck {m} --text-cache dart.pt", 2,
          "was made by another model than this one", prep="dart_text_cache"),
     # ------------------------------------------------------------------ convert

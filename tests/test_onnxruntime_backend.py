@@ -11,7 +11,7 @@ from dart.backends.torch_backend import TorchBackend
 from dart.detector import Detector
 from dart.errors import CacheError, InputError
 from tests.conftest import make_image
-from tests.export_helpers import tiny_engines
+from tests.export_helpers import engines_with_encdec, tiny_engines
 from tests.tiny import TINY_IMGSZ, save_tiny_checkpoint
 
 CLASSES = ["person", "car", "dog", "cat", "bus"]  # 5 classes > the engine's 3: chunked
@@ -58,13 +58,7 @@ def test_class_counts_one_to_max(engines, tiny_loaded, tiny_ckpt):
 
 
 def test_fixed_class_engine_pads(tmp_path, engines, tiny_loaded, tiny_ckpt):
-    import shutil
-
-    from dart.export.onnx_export import export_encdec
-
-    shutil.copy(engines / "backbone.onnx", tmp_path / "backbone.onnx")
-    export_encdec(tiny_loaded, tmp_path / "encdec.onnx", max_classes=2, dynamic_classes=False, simplify=False,
-                  verify=False)
+    engines_with_encdec(tmp_path, engines, tiny_loaded, max_classes=2, dynamic_classes=False)
     image = make_image(seed=2)
     torch_det = Detector(TorchBackend(tiny_loaded, device="cpu"), conf=0.05)
     ort_det = Detector.from_engines(engines=tmp_path, backend="onnxruntime", device="cpu", checkpoint=tiny_ckpt,
@@ -79,13 +73,9 @@ def test_fixed_class_engine_pads(tmp_path, engines, tiny_loaded, tiny_ckpt):
 def test_cpu_runs_a_wide_dynamic_export_four_classes_a_call(tmp_path, engines, tiny_loaded, tiny_ckpt):
     """An export for 6 classes a call runs 4 at a time on the CPU provider (its attention memory grows with each
     class), and 6 classes still detect what PyTorch detects."""
-    import shutil
-
     from dart.backends.onnxruntime_backend import CPU_CLASSES_PER_CALL
-    from dart.export.onnx_export import export_encdec
 
-    shutil.copy(engines / "backbone.onnx", tmp_path / "backbone.onnx")
-    export_encdec(tiny_loaded, tmp_path / "encdec.onnx", max_classes=6, simplify=False, verify=False)
+    engines_with_encdec(tmp_path, engines, tiny_loaded, max_classes=6)
     image = make_image(seed=4)
     torch_det = Detector(TorchBackend(tiny_loaded, device="cpu"), CLASSES + ["tree"], conf=0.05)
     ort_det = Detector.from_engines(engines=tmp_path, classes=CLASSES + ["tree"], backend="onnxruntime", device="cpu",

@@ -18,7 +18,7 @@ from dart.detector import Detector  # noqa: E402
 from dart.errors import InputError  # noqa: E402
 from dart.preprocess import preprocess, to_rgb  # noqa: E402
 from tests.conftest import make_image  # noqa: E402
-from tests.export_helpers import tiny_engines  # noqa: E402
+from tests.export_helpers import engines_with_encdec, tiny_engines  # noqa: E402
 from tests.test_onnxruntime_backend import CLASSES, assert_same  # noqa: E402
 from tests.tiny import TINY_IMGSZ  # noqa: E402
 
@@ -54,12 +54,7 @@ def test_without_a_mask_output_the_backbone_is_compiled_for_the_1x_level(tmp_pat
     """With an encoder-decoder exported without masks (the default), OpenVINO compiles the backbone for the 1x level
     alone (the two finer levels feed only the mask decoder): that level is the full graph's, and the detections are
     the torch backend's. A call that asks for every level (masks=True) compiles the whole backbone then."""
-    import shutil
-
-    from dart.export.onnx_export import export_encdec
-
-    shutil.copy(engines / "backbone.onnx", tmp_path / "backbone.onnx")
-    export_encdec(tiny_loaded, tmp_path / "encdec.onnx", max_classes=3, simplify=False, verify=False)
+    engines_with_encdec(tmp_path, engines, tiny_loaded, max_classes=3)
     ov = openvino(tmp_path, tiny_ckpt).backend
     assert not ov.supports_masks and list(ov._backbones) == [False]
     pixels = preprocess([to_rgb(make_image(seed=2))], TINY_IMGSZ)

@@ -63,14 +63,14 @@ class OpenVinoBackend(EngineBackend):
         if self._encdec_outputs != expected:
             raise InputError(f"'{self.encdec_path}' has outputs {self._encdec_outputs}, not the {expected} of a dart "
                              "export; export it again.")
-        compiled = self._backbone_for(self.supports_masks)  # without a mask output, the 1x level is all it needs
+        compiled, _, _ = self._backbone_for(self.supports_masks)  # without a mask output, the 1x level is enough
         ran = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type, printed 'bfloat16'
         self.precision = "bf16" if ran == ov.Type.bf16 else "fp32"  # what OpenVINO actually compiled for
 
-    def _backbone_for(self, masks: bool) -> Any:
-        """The backbone compiled with every FPN level (``masks``) or with the 1x level alone, which OpenVINO then
-        computes without the mask decoder's two levels (1.05x faster in bf16 on a CPU, BENCHMARKS.md);
-        each compiled on first use and kept."""
+    def _backbone_for(self, masks: bool) -> tuple[Any, Any, list[str]]:
+        """``(compiled model, infer request, output names)`` of the backbone with every FPN level (``masks``) or
+        with the 1x level alone, which OpenVINO then computes without the mask decoder's two levels (1.05x faster
+        in bf16 on a CPU, BENCHMARKS.md); each compiled on first use and kept."""
         if masks not in self._backbones:
             import openvino as ov
 
@@ -83,11 +83,10 @@ class OpenVinoBackend(EngineBackend):
             compiled = self._core.compile_model(model, "CPU", self._config)
             self._backbones[masks] = (compiled, compiled.create_infer_request(),
                                       [_port_name(port, FPN_NAMES) for port in compiled.outputs])
-        return self._backbones[masks][0]
+        return self._backbones[masks]
 
     def _run_backbone(self, pixel_values: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor | None, ...]:
-        self._backbone_for(masks)
-        _, request, names = self._backbones[masks]
+        _, request, names = self._backbone_for(masks)
         result = request.infer({"pixel_values": pixel_values.cpu().numpy()})
         by_name = dict(zip(names, result.to_tuple()))
         return tuple(torch.from_numpy(by_name[name].copy()) if name in by_name else None for name in FPN_NAMES)
