@@ -15,7 +15,7 @@ from dart.annotate import annotate
 from dart.detections import Detections
 from dart.errors import InputError
 from dart.io import write_image, write_json
-from dart.preprocess import IMAGE_SUFFIXES, is_image_file, load_image
+from dart.preprocess import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image_file, load_image
 
 
 URL_PREFIXES = ("http://", "https://")
@@ -101,6 +101,9 @@ def expand_images(sources: list[str], _lists: tuple[Path, ...] = ()) -> list[Pat
                 suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
                 raise InputError(f"folder '{source}' contains no images ({suffixes}).")
             found.extend(images)
+        elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+            raise InputError(f"'{source}' is a video, and this command reads images: for a video run "
+                             f"`dart video {source} ...` instead.")
         elif path.is_file():
             found.append(path)
         else:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 ImageInput = Union[str, Path, np.ndarray, "PILImage.Image"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
 MEAN = 0.5
 STD = 0.5
 

@@ -81,7 +81,12 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             raise DependencyError(f"device '{device}' was requested but CUDA is not available here; use --device cpu.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s).")
-    elif dev.type not in {"cpu", "mps"}:
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DependencyError(f"device '{device}' was requested but this PyTorch has no usable Apple GPU (MPS); "
+                                  "use --device cpu.")
+    elif dev.type != "cpu":
         raise InputError(f"unsupported device '{device}': use auto, cpu, cuda or cuda:N.")
     return dev
 
