@@ -150,6 +150,8 @@ CASES = [
          "unknown prompt mode 'sam'"),
     Case("bench-two-backends-say-which-ran", "bench class-scaling --backend torch,onnxruntime --engines engines "
          "-m ck --device cpu --imgsz 112 --classes-counts 1 --runs 1 --warmup 0 -o b", 0, "", check="bench_backends"),
+    Case("track-detections-that-are-an-image", "track --detections photos/im0.jpg -o t.txt", 2,
+         "cannot read detections file .photos/im0.jpg."),
     Case("unknown-tracker", "track --detections dets.jsonl -o t.txt --tracker sort", 2,
          "no tracker named 'sort'; registered trackers: botsort, bytetrack"),
     Case("recipe-validate-bad-value", "recipe validate bad-recipe.yaml", 2,

@@ -168,27 +168,26 @@ def read_jsonl(path: str | Path) -> list[tuple[int, float, tuple[int, int] | Non
     """Read a ``--save-jsonl`` file back: ``(frame, time, (height, width) or None, detection rows)`` per line.
 
     A line that is not such a JSON object is one sentence naming the line."""
+    from dart.io import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"detections file '{path}' does not exist.")
     out = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                frame = int(record["frame"])
-                rows = record["detections"]
-                if not isinstance(rows, list):
-                    raise TypeError("detections is not a list")
-                for row in rows:
-                    if len(row["box_xyxy"]) != 4:
-                        raise ValueError("box_xyxy needs 4 numbers")
-                    float(row["score"]), int(row["class_id"]), str(row["class_name"])
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                raise InputError(f"line {number} of '{path}' is not a frame record written by `dart video "
-                                 f"--save-jsonl` ({type(exc).__name__}: {exc}).") from exc
-            size = (record["height"], record["width"]) if record.get("height") and record.get("width") else None
-            out.append((frame, float(record.get("time", 0.0)), size, rows))
+    for number, line in enumerate(read_text(path, "detections file").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            frame = int(record["frame"])
+            rows = record["detections"]
+            if not isinstance(rows, list):
+                raise TypeError("detections is not a list")
+            for row in rows:
+                if len(row["box_xyxy"]) != 4:
+                    raise ValueError("box_xyxy needs 4 numbers")
+                float(row["score"]), int(row["class_id"]), str(row["class_name"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise InputError(f"line {number} of '{path}' is not a frame record written by `dart video "
+                             f"--save-jsonl` ({type(exc).__name__}: {exc}).") from exc
+        size = (record["height"], record["width"]) if record.get("height") and record.get("width") else None
+        out.append((frame, float(record.get("time", 0.0)), size, rows))
     return out
