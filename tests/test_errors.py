@@ -103,6 +103,18 @@ LIGHT_MISTAKES = [
     ("text-cache build -c person -m photos -o photos", 2, "is the checkpoint 'photos' this run reads"),
     ("precision bisect -m ./nothere", 3, "checkpoint './nothere' does not exist"),
     ("precision compare torch:fp32 torch:bf16 --image nothere.jpg", 2, "image 'nothere.jpg' does not exist"),
+    ("detect clip.mp4 -c person", 2, "'clip.mp4' is a video, and this command reads images"),
+    ("serve -c person -m ./nothere", 3, "checkpoint './nothere' does not exist"),
+    ("serve -m ./nothere", 3, "checkpoint './nothere' does not exist"),
+    ("bench class-scaling -m ./nothere", 3, "command line: checkpoint './nothere' does not exist"),
+    ("bench class-scaling --image nothere.jpg", 2, "image 'nothere.jpg' does not exist"),
+    ("bench video nothere.mp4 -c person", 2, "video 'nothere.mp4' does not exist"),
+    ("bench backbones -m ./nothere", 3, "checkpoint './nothere' does not exist"),
+    ("distill --data-dir nothere", 2, "training images folder 'nothere' does not exist"),
+    ("distill --data-dir photos -m ./nothere", 3, "checkpoint './nothere' does not exist"),
+    ("prune search --calib-dir photos -m ./nothere", 3, "checkpoint './nothere' does not exist"),
+    ("prune apply --skip-blocks 1 -m ./nothere -o pruned", 3, "checkpoint './nothere' does not exist"),
+    ("convert nothere.pt -o out.safetensors", 3, "'nothere.pt' does not exist"),
 ]
 PROBE = """
 import runpy, sys

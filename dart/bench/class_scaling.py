@@ -19,9 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dart.bench.environment import environment, header
 from dart.bench.plot import line_plot
-from dart.bench.timing import stage_timer, time_calls
 from dart.classes import COCO80
 from dart.errors import InputError
 from dart.io import write_json
@@ -69,6 +67,8 @@ def class_scaling(detector, counts: Sequence[int], image: np.ndarray, *, warmup:
 
     ``prepare(names)`` runs before ``set_classes`` (synthetic setups seed random text features there).
     """
+    from dart.bench.timing import stage_timer, time_calls  # torch: this module's parsers are used before it
+
     device = detector.backend.device
     rows = []
     for count in counts:
@@ -111,6 +111,8 @@ def write_report(report: dict[str, Any], output: str | Path, stem: str = "class_
 
 
 def make_report(setups: list[dict[str, Any]], device: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    from dart.bench.environment import environment, header
+
     env = environment(device)
     return {"benchmark": "class-scaling", "environment": env, "header": header(env), "settings": settings,
             "setups": setups}

@@ -38,9 +38,16 @@ Configs = Annotated[Optional[Path], typer.Option(
 
 
 def _base_setup(**values: Any):
+    """The command line's setup, its types checked; :func:`_validate` checks its values (which imports torch) once
+    the files are checked."""
     from dart.setup import Setup
 
-    return Setup.from_dict(values, where="command line")
+    return Setup.from_dict(values, where="command line", validate=False)
+
+
+def _validate(setups: list, wheres: list[str]) -> None:
+    for setup, where in zip(setups, wheres):
+        setup.validate(where)
 
 
 def _plan(overwrite: bool, output: Path, stem: str, setups: list, *inputs: tuple[Any, str]) -> None:
@@ -66,9 +73,7 @@ def _multi_backend_setups(base, backends: list[str], engines: Path | None) -> li
     for name in backends:
         extra = {} if name == "torch" else {"engines": str(engines) if engines else None, "precision": "fp32",
                                              "compile": None}
-        setup = replace(base, backend=name, name=name, **extra)
-        setup.validate(f"--backend {name}")
-        setups.append(setup)
+        setups.append(replace(base, backend=name, name=name, **extra))  # validated by the caller, as --backend NAME
     return setups
 
 
@@ -109,12 +114,9 @@ def class_scaling(
 
     Example: [bold]dart bench class-scaling --classes-counts 1,4,16,80 --precision fp16 --synthetic[/]
     """
-    from dart.backends.base import describe_backend, set_threads
-    from dart.bench.class_scaling import bench_image, class_scaling as measure, make_report, parse_counts, write_report
-    from dart.bench.report import class_scaling_table, fps_text
-    from dart.render import precision_line
+    from dart.bench.class_scaling import bench_image, parse_counts
     from dart.errors import InputError
-    from dart.setup import load_setups, seed_random_text
+    from dart.setup import configs_where, load_setups
 
     console = Console()
     counts = parse_counts(classes_counts)
@@ -129,12 +131,21 @@ def class_scaling(
         device=device, precision=precision, compile=compile, imgsz=imgsz, max_classes=max_classes,
         synthetic=synthetic, synthetic_config=synthetic_config)
     if configs:
-        setups = load_setups(configs, base)
+        setups = load_setups(configs, base, validate=False)
+        wheres = [configs_where(configs, i) for i in range(len(setups))]
     elif len(backends) > 1:
         setups = _multi_backend_setups(base, backends, engines)
+        wheres = [f"--backend {name}" for name in backends]
     else:
-        setups = [base]
+        setups, wheres = [base], ["command line"]
     _plan(overwrite, output, "class_scaling", setups, (image, "image"), (configs, "configs file"))
+    _validate(setups, wheres)
+    from dart.backends.base import describe_backend, set_threads  # torch: once the command line is checked
+    from dart.bench.class_scaling import class_scaling as measure, make_report, write_report
+    from dart.bench.report import class_scaling_table, fps_text
+    from dart.render import precision_line
+    from dart.setup import seed_random_text
+
     set_threads(threads)
     results, device_used = [], None
     for setup in setups:
@@ -201,11 +212,9 @@ def video(
 
     Example: [bold]dart bench video traffic.mp4 --classes car truck bus --max-frames 300[/]
     """
-    from dart.bench.environment import environment, header
     from dart.bench.plot import bar_plot
     from dart.bench.report import video_table
     from dart.classes import resolve_classes
-    from dart.backends.base import describe_backend, set_threads
     from dart.errors import DependencyError
     from dart.io import redact, write_json
     from dart.render import count
@@ -224,6 +233,14 @@ def video(
         prompt_mode=prompt_mode, backend=backend, engines=engines, device=device, precision=precision, compile=compile, imgsz=imgsz,
         max_classes=max_classes, synthetic=synthetic, synthetic_config=synthetic_config)
     _plan(overwrite, output, "video", [setup], (source, "video source"), (classes_file, "classes file"))
+    from dart.video import open_source
+
+    with open_source(source, max_frames=1):  # a missing video, camera or stream is one sentence before the model loads
+        pass
+    _validate([setup], ["command line"])
+    from dart.backends.base import describe_backend, set_threads  # torch: once the command line is checked
+    from dart.bench.environment import environment, header
+
     set_threads(threads)
     size = f"{setup.imgsz}px" if setup.imgsz else "default size"
     console.print(f"[bold]{escape(setup.label())}[/]: building ({setup.backend}, {size}) ...", highlight=False)
@@ -279,35 +296,36 @@ def backbones(
 
     Example: [bold]dart bench backbones --imgsz 1008 --device cuda --precision fp16 --skip-blocks 5,10,12[/]
     """
-    from dart.backends.base import resolve_device, resolve_precision, set_threads
-    from dart.bench.environment import environment, header
     from dart.bench.plot import bar_plot
     from dart.bench.report import records_table
     from dart.errors import DependencyError, InputError
-    from dart.io import write_json
+    from dart.io import Outputs, write_json
+    from dart.models.loading import check_checkpoint_named, vit_blocks
     from dart.models.sam3 import validate_imgsz
     from dart.pruning.spec import resolve_prune_spec
+
+    console = Console()
+    validate_imgsz(imgsz)
+    if checkpoint is not None:
+        check_checkpoint_named(checkpoint)
+    prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
+    if prune and checkpoint is not None and (blocks := vit_blocks(checkpoint)) is not None:
+        prune.validate(blocks)
+    plan = Outputs(overwrite=overwrite)
+    plan.input(checkpoint, "checkpoint", contents=True)
+    plan.input(prune_spec, "prune spec", required=True)
+    plan.input(synthetic_config, "synthetic config", required=True)
+    plan.folder(output, "-o/--output", ["backbones.json", "backbones.png"])
+    from dart.backends.base import resolve_device, resolve_precision, set_threads  # torch: once the files are checked
+    from dart.bench.environment import environment, header
 
     try:
         from dart.students.bench import benchmark_backbones
     except ImportError as exc:
         raise DependencyError("`dart bench backbones` needs dart's student backbones (dart.students.bench), which "
                               "are not installed in this dart.") from exc
-    from dart.io import Outputs
-    from dart.models.loading import vit_blocks
-
-    console = Console()
-    validate_imgsz(imgsz)
     dev = resolve_device(device)
     resolve_precision(precision, dev)
-    prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
-    if prune and checkpoint is not None and (blocks := vit_blocks(checkpoint)) is not None:
-        prune.validate(blocks)
-    plan = Outputs(overwrite=overwrite)
-    plan.input(checkpoint, "checkpoint", contents=True)
-    plan.input(prune_spec, "prune spec")
-    plan.input(synthetic_config, "synthetic config")
-    plan.folder(output, "-o/--output", ["backbones.json", "backbones.png"])
     set_threads(threads)
     chosen = [n.strip() for n in names.split(",") if n.strip()] if names else None
     if names is not None and not chosen:
@@ -400,7 +418,6 @@ def peers(
 
     Example: [bold]dart bench peers sam3.pt --engines engines/ --classes-counts 1,4,80 --threads 8[/]
     """
-    from dart.backends.base import resolve_device
     from dart.bench.class_scaling import bench_image, parse_counts
     from dart.bench.peers import parse_systems, run_peers, write_report
     from dart.bench.report import peers_table
@@ -409,8 +426,6 @@ def peers(
 
     console = Console()
     counts = parse_counts(classes_counts)
-    chosen = parse_systems(systems, engines=engines is not None, research_repo=research_repo is not None,
-                           cuda=resolve_device(device).type == "cuda")
     if research_repo is not None and not (research_repo / "sam3" / "model" / "sam3_multiclass_fast.py").is_file():
         raise InputError(f"'{research_repo}' is not a clone of the DART research code (no "
                          "sam3/model/sam3_multiclass_fast.py in it).")
@@ -423,6 +438,10 @@ def peers(
     plan.folder(output, "-o/--output", ["peers.json", "peers.png"])
     if image is not None:
         bench_image(image)  # unreadable images are refused before anything loads
+    from dart.backends.base import resolve_device  # torch: once the files are checked
+
+    chosen = parse_systems(systems, engines=engines is not None, research_repo=research_repo is not None,
+                           cuda=resolve_device(device).type == "cuda")
     console.print(f"systems: {', '.join(chosen)}; {', '.join(map(str, counts))} classes", highlight=False)
     report = run_peers(checkpoint, chosen, counts=counts, image=image, engines=engines, research_repo=research_repo,
                        tokenizer=tokenizer, device=device, threads=threads, warmup=warmup, runs=runs,

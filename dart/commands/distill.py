@@ -80,21 +80,26 @@ def distill(
     [bold]dart distill --phase prune --prune-spec prune.yaml --data-dir images/ -o runs/pruned16[/]
     [bold]torchrun --nproc_per_node 4 -m dart distill --data-dir images/ --backbone efficientvit_l2[/]
     """
-    from dart.backends.base import resolve_device, set_threads
-    from dart.distill import DistillConfig, run_distillation
-    from dart.distill.trainer import HISTORY_FILE, PRUNED_DIR, STATE_FILE, STUDENT_FILE
     from dart.errors import InputError
     from dart.io import Outputs
-    from dart.models.loading import vit_blocks
+    from dart.models.loading import check_checkpoint_named, vit_blocks
     from dart.pruning.spec import resolve_prune_spec
 
     try:
         weights = tuple(float(w) for w in level_weights.split(","))
     except ValueError as exc:
         raise InputError(f"--level-weights takes three numbers like 0.15,0.20,0.65; got '{level_weights}'.") from exc
+    if not data_dir.is_dir():  # the paths first: their mistakes need no torch to find
+        raise InputError(f"training images folder '{data_dir}' does not exist or is not a folder.")
+    check_checkpoint_named(checkpoint)
+    prune = resolve_prune_spec(skip_blocks, mask_blocks, prune_spec)
+    from dart.backends.base import resolve_device, set_threads
+    from dart.distill import DistillConfig, run_distillation
+    from dart.distill.trainer import HISTORY_FILE, PRUNED_DIR, STATE_FILE, STUDENT_FILE
+
     config = DistillConfig(
         phase=phase, data_dir=data_dir, output=output, checkpoint=checkpoint, backbone=backbone,
-        prune=resolve_prune_spec(skip_blocks, mask_blocks, prune_spec), imgsz=imgsz, epochs=epochs, batch=batch,
+        prune=prune, imgsz=imgsz, epochs=epochs, batch=batch,
         lr=lr, weight_decay=weight_decay, warmup=warmup, level_weights=weights, val_fraction=val_fraction,  # type: ignore[arg-type]
         steps_per_epoch=steps_per_epoch, workers=workers, device=device, amp=amp, pretrained=pretrained,
         cache_dir=cache_dir, hflip=hflip and cache_dir is None, resume=resume, exist_ok=exist_ok, seed=seed,
@@ -103,8 +108,6 @@ def distill(
     resolve_device(device)
     if config.prune and (blocks := vit_blocks(checkpoint)) is not None:
         config.prune.validate(blocks)
-    if not data_dir.is_dir():
-        raise InputError(f"training images folder '{data_dir}' does not exist or is not a folder.")
     plan = Outputs(overwrite=exist_ok)
     plan.input(data_dir, "training images folder", contents=True)
     plan.input(checkpoint, "checkpoint", contents=True)

@@ -47,6 +47,9 @@ def search(
 
     Example: [bold]dart prune search --calib-dir images/ --num-images 20 --num-prune 16 -o runs/prune[/]
     """
+    from dart.models.loading import check_checkpoint_named
+
+    check_checkpoint_named(checkpoint)  # before torch: a mistaken path needs no model code to find
     from dart.backends.base import resolve_device, resolve_precision, set_threads
     from dart.errors import InputError
     from dart.io import Outputs
@@ -125,14 +128,14 @@ def apply(
     Example: [bold]dart prune apply --prune-spec runs/prune/prune_spec.yaml -o sam3-pruned/[/] then
     [bold]dart detect img.jpg -c person --checkpoint sam3-pruned/[/]
     """
-    from dart.backends.base import set_threads
     from dart.errors import InputError
     from dart.io import Outputs
-    from dart.models.loading import load_sam3, vit_blocks
+    from dart.models.loading import check_checkpoint_named, load_sam3, vit_blocks
     from dart.pruning.checkpoint import find_prune_file, save_pruned
     from dart.pruning.spec import apply_pruning, resolve_prune_spec
 
     console = Console()
+    check_checkpoint_named(checkpoint)
     if num_prune is not None:
         if prune_spec is None:
             raise InputError("--num-prune picks a step of a search file; give it with --prune-spec.")
@@ -147,6 +150,8 @@ def apply(
     plan.input(checkpoint, "checkpoint", contents=True)
     plan.input(prune_spec, "prune spec")
     plan.folder(output, "-o/--output", whole=True)
+    from dart.backends.base import set_threads  # torch: once the files are checked
+
     set_threads(threads)
     console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)
     loaded = load_sam3(checkpoint)

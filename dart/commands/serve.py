@@ -80,7 +80,6 @@ def serve(
 
     On every GPU of a Ray cluster: [bold]dart serve -c person car --ray --device cuda[/]
     """
-    from dart.backends.base import set_threads
     from dart.classes import exemplar_images, resolve_classes
     from dart.errors import DependencyError, InputError
     from dart.io import Outputs
@@ -96,14 +95,15 @@ def serve(
     console = Console()
     given = bool(classes or classes_file or coco or exemplar)
     names = resolve_classes(classes, classes_file, coco, exemplar) if given else []
-    setup = setup_from_options(locals())
+    setup = setup_from_options(locals(), validate=False)  # the files first: their mistakes need no torch to find
     plan = Outputs()
     plan.input(classes_file, "classes file")
-    plan.inputs_from(exemplar_images(names), "exemplar image")
+    plan.inputs_from(exemplar_images(names) if names else [], "exemplar image")
     setup.register_inputs(plan)
     setup.plan_text_cache(plan)
     if (ray_address or replicas) and not ray:
         raise InputError(f"{'--ray-address' if ray_address else '--replicas'} is for --ray: add --ray.")
+    setup.validate(None)
     config = ServeConfig(classes=list(names), conf=conf, nms=nms, masks=masks, max_batch=max_batch,
                          max_wait_ms=max_wait_ms, queue_size=queue_size, max_upload_mb=max_upload_mb,
                          max_pixels=max_pixels, api_key=api_key or None, cors_origins=list(cors_origin or []),
@@ -116,6 +116,8 @@ def serve(
         _serve_on_ray(console, setup, list(names), config, host=host, port=port, address=ray_address,
                       replicas=replicas, threads=threads)
         return
+    from dart.backends.base import set_threads
+
     set_threads(threads)
     if not setup.uses_engines:
         console.print(f"loading SAM3 from [bold]{checkpoint}[/] ...", highlight=False)

@@ -36,13 +36,13 @@ class Converted:
 def detect_format(path: str | Path) -> str:
     """Which foreign format ``path`` holds (a key of :data:`FORMATS`); anything else is one sentence."""
     from dart.compat import is_torch_file, read_torch_file
-    from dart.compat.dart_research import is_dart_pruned, is_dart_student, is_dart_text_cache
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"'{path}' does not exist.")
     if not is_torch_file(path):
         raise CheckpointError(f"'{path}' is not a PyTorch file; dart converts {', '.join(FORMATS.values())} files.")
+    from dart.compat.dart_research import is_dart_pruned, is_dart_student, is_dart_text_cache  # torch: a real file
     ckpt: Any = read_torch_file(path, "weight file")
     if is_dart_student(ckpt):
         return "dart-student"
