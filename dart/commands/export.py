@@ -175,6 +175,22 @@ def backbone(
     _render(console, result, "backbone export")
 
 
+def _warn_if_short_of_memory(console: Console, model, max_classes: int, dynamic_classes: bool) -> None:
+    """A warning, before minutes of tracing, where the export will likely need more memory than the system has
+    (the kernel would then stop it with no sentence of dart's)."""
+    from dart.export.onnx_export import available_memory_bytes, encdec_export_bytes, traced_classes
+
+    traced = traced_classes(max_classes, dynamic_classes)
+    need, have = encdec_export_bytes(model, traced), available_memory_bytes()
+    if have is None or need <= have:
+        return
+    advice = (f"--static-classes traces all {traced} classes at once: a dynamic class axis (the default) traces "
+              f"{traced_classes(max_classes, True)} whatever --max-classes" if not dynamic_classes
+              else "close other programs, or export on a machine with more memory")
+    console.print(f"[yellow]warning:[/] this export needs about {need / 1e9:.1f} GB of memory and {have / 1e9:.1f} GB "
+                  f"is available, so the system may stop it; {advice}.", highlight=False)
+
+
 @app.command("encdec")
 def encdec(
     checkpoint: opt.Checkpoint = D["checkpoint"],
@@ -227,6 +243,7 @@ def encdec(
     set_threads(threads)
     with console.status(f"loading SAM3 from {checkpoint} ..."):
         loaded = load_sam3(checkpoint, imgsz=imgsz, tokenizer=tokenizer)
+    _warn_if_short_of_memory(console, loaded.model, max_classes, dynamic_classes)
     status, update = _progress(console)
     try:
         result = export_encdec(loaded, output, imgsz=imgsz, max_classes=max_classes, dynamic_classes=dynamic_classes,

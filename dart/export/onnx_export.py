@@ -58,6 +58,37 @@ VERIFY_CLASSES = ("person", "car", "dog", "bicycle", "bus", "cat", "truck", "bir
 # and the eager encoder's attention holds about 1.9 GB per class at 1008 px (4 classes: 13.5 GB peak, 16: killed at
 # 24 GB), so tracing at --max-classes made the export's memory grow with a number the graph does not depend on.
 TRACE_CLASSES = 2
+# What exporting the encoder-decoder holds at its peak, fitted to the same measurements (full-size SAM3 at 1008 px:
+# 9.8 GB traced at 2 classes, 13.5 GB at 4): about 1.8x the model's fp32 weights (the model, the features, onnx's
+# copy of the graph) plus, per traced class, about 2.2 fp32 score matrices of the DETR encoder's self-attention.
+EXPORT_WEIGHTS_FACTOR = 1.8
+EXPORT_SCORE_MATRICES = 2.2
+
+
+def encdec_export_bytes(model: nn.Module, classes: int) -> int:
+    """About how much memory :func:`export_encdec` needs to trace and check ``model`` at ``classes`` classes."""
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    patch = int(model.config.vision_config.backbone_config.patch_size)
+    tokens = (image_size(model) // patch) ** 2
+    heads = int(model.config.detr_encoder_config.num_attention_heads)
+    return int(EXPORT_WEIGHTS_FACTOR * weights + EXPORT_SCORE_MATRICES * classes * heads * tokens**2 * 4)
+
+
+def traced_classes(max_classes: int, dynamic_classes: bool) -> int:
+    """How many classes the encoder-decoder export traces: a static axis is ``max_classes`` wide."""
+    return min(max_classes, TRACE_CLASSES) if dynamic_classes else max_classes
+
+
+def available_memory_bytes() -> int | None:
+    """The memory the system could give this process now (Linux's ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 Progress = Callable[[str], None]
 
@@ -416,7 +447,7 @@ def export_encdec(
         with torch.inference_mode():
             features = loaded.backbone_stage().eval()(pixels)
         # static: the graph is max_classes wide; dynamic: 1 and 2 classes prove the axis (any count runs the same graph)
-        traced = min(max_classes, TRACE_CLASSES) if dynamic_classes else max_classes
+        traced = traced_classes(max_classes, dynamic_classes)
         text, text_mask, text_note = sample_text(loaded, traced, hidden, length)
         stage = EncDecStage(model, size, prompt_mode).eval()
         wrapper = EncDecExport(stage, masks, tokens=width > 0).eval()
