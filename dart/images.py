@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dart.annotate import annotate
 from dart.detections import Detections
 from dart.errors import InputError
-from dart.io import write_image, write_json
+from dart.io import interrupt_deferred, write_image, write_json
 from dart.preprocess import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image_file, load_image
 
 
@@ -329,14 +329,15 @@ def detect_images(detector, images: list[Path], output: Path, *, save_json: bool
                     continue
                 all_dets = detector.detect_batch([im for _, im in loaded])
                 for (index, image), dets in zip(loaded, all_dets):
-                    if not started:
-                        start_run(files, detector.classes, info, result)
-                        started = True
-                    record, written = files.write(detector, images[index], stems[index], image, dets)
-                    result.written.extend(written)
-                    if coco is not None:
-                        coco.add(index, record)
-                    result.done.append((images[index], dets))
+                    with interrupt_deferred():  # an image's files and its COCO entry are recorded together
+                        if not started:
+                            start_run(files, detector.classes, info, result)
+                            started = True
+                        record, written = files.write(detector, images[index], stems[index], image, dets)
+                        result.written.extend(written)
+                        if coco is not None:
+                            coco.add(index, record)
+                        result.done.append((images[index], dets))
                     bar.advance(task)
     except KeyboardInterrupt:
         result.interrupted = True  # finish the files that describe the whole run, for what was done

@@ -364,6 +364,27 @@ def _swap_in(staging: Path, folder: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
+@contextmanager
+def interrupt_deferred() -> Iterator[None]:
+    """Ctrl-C held back until the block ends, then delivered: files that record one result together (an image's
+    files and its entry in the run's summary) are never left half-recorded by an interruption. Only the main thread
+    receives signals, so elsewhere the block simply runs."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # to the handler that was there: a KeyboardInterrupt, as usual
+
+
 def file_or_folder(path: str | Path, default_name: str, suffixes: tuple[str, ...]) -> Path:
     """``path`` when it names a file ending in one of ``suffixes``; otherwise ``path`` is a folder and the file is
     ``path/default_name`` (so ``-o engines/`` and ``-o engines`` both mean the folder)."""

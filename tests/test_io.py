@@ -150,3 +150,23 @@ def test_os_reasons_are_phrases():
     assert os_reason(OSError(errno.ENOSPC, "x")) == "the disk is full"
     assert os_reason(OSError(errno.EROFS, "x")) == "the file system is read-only"
     assert os_reason(OSError(errno.ECONNRESET, "Connection reset by peer")) == "connection reset by peer"
+
+
+def test_ctrl_c_in_a_deferred_block_arrives_when_the_block_ends():
+    import os
+    import signal
+    import time
+
+    from dart.io import interrupt_deferred
+
+    before = signal.getsignal(signal.SIGINT)
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # without the deferral the KeyboardInterrupt would be raised here
+            finished.append(True)
+    assert finished == [True] and signal.getsignal(signal.SIGINT) is before
+    with interrupt_deferred():  # no Ctrl-C: nothing is raised
+        finished.append(True)
+    assert finished == [True, True]

@@ -54,6 +54,31 @@ def test_interrupted_then_resumed_equals_one_go(tmp_path, tiny_ckpt, folder, mon
     assert files_of(out) == files_of(whole)  # JSON, images, labels, instances.json and the run record
 
 
+def test_ctrl_c_while_an_image_is_written_still_records_it_in_the_coco_file(tmp_path, tiny_ckpt, folder, monkeypatch):
+    """A real SIGINT between an image's JSON and its COCO entry (the fault suite once caught one there): the image
+    is finished and listed, then the run stops."""
+    import os
+    import signal
+
+    original = ResultFiles.write
+    calls = {"n": 0}
+
+    def interrupted_after_the_json(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered at once in the main thread, but for interrupt_deferred
+        return out
+
+    monkeypatch.setattr(ResultFiles, "write", interrupted_after_the_json)
+    out = tmp_path / "out"
+    first = run(*detect_args(tiny_ckpt, folder, *ARGS, "-o", out))
+    assert first.exit_code == 130 and "interrupted after 2 of 5 images" in first.output
+    listed = [Path(im["file_name"]).stem for im in json.loads((out / "instances.json").read_text())["images"]]
+    written = sorted(p.stem for p in out.glob("*.json") if p.name not in ("instances.json", RUN_FILE))
+    assert listed == written == ["im0", "im1"]
+
+
 def test_a_partly_written_image_is_done_again(tmp_path, tiny_ckpt, folder):
     out = tmp_path / "out"
     assert run(*detect_args(tiny_ckpt, folder, *ARGS, "-o", out)).exit_code == 0
