@@ -382,6 +382,27 @@ def test_ctrl_c_flushes_and_closes_everything(detector, video_file, tmp_path, se
     assert not [t for t in threading.enumerate() if t.name.startswith("dart-") and t.is_alive()]
 
 
+def test_a_real_ctrl_c_between_two_outputs_leaves_them_agreeing(detector, video_file, tmp_path, monkeypatch):
+    """SIGINT after a frame's JSONL line, before its MOT rows and video frame: the frame is finished everywhere."""
+    import signal
+
+    original = JsonlWriter.write
+
+    def interrupted_after_the_line(self, frame, *args, **kwargs):
+        original(self, frame, *args, **kwargs)
+        if frame == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(JsonlWriter, "write", interrupted_after_the_line)
+    result = run_video(detector, video_file, tracker=ByteTrack(), output=tmp_path / "i.mp4",
+                       save_jsonl=tmp_path / "i.jsonl", save_mot=tmp_path / "i.txt", progress=False, sequential=True)
+    assert result.stopped == "interrupted" and result.frames == 4
+    assert [json.loads(line)["frame"] for line in (tmp_path / "i.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
+    assert len(read_video(tmp_path / "i.mp4")[0]) == 4
+    mot_frames = {int(line.split(",")[0]) for line in (tmp_path / "i.txt").read_text().splitlines()}
+    assert mot_frames <= {1, 2, 3, 4}  # MOT counts frames from 1; frames without tracks have no rows
+
+
 def test_user_stop_and_max_frames(detector, video_file, tmp_path):
     result = run_video(detector, video_file, progress=False, on_frame=lambda frame, dets: frame.index < 2)
     assert result.stopped == "user" and result.frames == 3

@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dart.detections import Detections
 from dart.errors import DartError, InputError
+from dart.io import interrupt_deferred
 from dart.timing import StageTimer
 from dart.tracking.base import takes_image
 from dart.video.overlay import Display, TrackOverlay, draw_status
@@ -118,22 +119,24 @@ class FrameSink:
                 dets = (self.tracker.update(dets, image=frame.image) if self._tracker_image
                         else self.tracker.update(dets))
             self.track_ids.update(dets.track_ids.tolist())
-        self.frames += 1
-        self.detections += len(dets)
         keep_going = True
-        if self.jsonl or self.mot:
-            with self.timer("write"):
-                size = frame.image.shape[:2]
-                if self.jsonl:
-                    self.jsonl.write(frame.index, frame.time, dets, size)
-                if self.mot:
-                    self.mot.write(frame.index, dets)
-        if self.overlay is not None:
-            with self.timer("draw"):
-                drawn = self.overlay.draw(frame.image, dets, self.first_frame_marks if self.frames == 1 else ())
-            if self.video:
+        with interrupt_deferred():  # a frame is counted and in every output, or in none of them
+            self.frames += 1
+            self.detections += len(dets)
+            if self.jsonl or self.mot:
                 with self.timer("write"):
-                    self.video.write(drawn)
+                    size = frame.image.shape[:2]
+                    if self.jsonl:
+                        self.jsonl.write(frame.index, frame.time, dets, size)
+                    if self.mot:
+                        self.mot.write(frame.index, dets)
+            if self.overlay is not None:
+                with self.timer("draw"):
+                    drawn = self.overlay.draw(frame.image, dets, self.first_frame_marks if self.frames == 1 else ())
+                if self.video:
+                    with self.timer("write"):
+                        self.video.write(drawn)
+        if self.overlay is not None:
             if self.display:
                 with self.timer("display"):
                     draw_status(drawn, f"{self.fps:.1f} FPS  frame {frame.index}  {len(dets)} objects")
