@@ -208,7 +208,9 @@ def resolve_classes(classes: list[str] | None = None, classes_file: str | Path |
 
 def exemplar_images(entries: Sequence[str]) -> list[Path]:
     """The reference images the exemplar entries read (so that no output may replace one); one that is missing
-    is refused now, before any model loads."""
+    is refused now, before any model loads. No entries (a server started without a class list): none."""
+    if not entries:
+        return []
     paths = [Path(ex.image) for ex in parse_vocabulary(list(entries)).exemplars
              if ex is not None and isinstance(ex.image, (str, Path))]
     for path in paths:

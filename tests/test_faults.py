@@ -169,6 +169,8 @@ CASES = [
          "unknown device 'tpu'"),
     Case("detect-given-a-video", "detect clip.avi -c person -o out -m bad {m}", 2,
          r"'clip.avi' is a video, and this command reads images: for a video run `dart video clip.avi"),
+    Case("bench-video-of-a-missing-video", "bench video nothere.mp4 -c person -m ck {m} -o b", 2,
+         "video 'nothere.mp4' does not exist"),
     Case("mps-without-an-apple-gpu", "detect photos -c person -o out -m ck --imgsz 112 --device mps", 4,
          r"no usable Apple GPU \(MPS\)"),
     Case("bad-compile-mode", "detect photos -c person -o out -m bad {m} --compile fast", 2,

@@ -98,7 +98,7 @@ def serve(
     setup = setup_from_options(locals(), validate=False)  # the files first: their mistakes need no torch to find
     plan = Outputs()
     plan.input(classes_file, "classes file")
-    plan.inputs_from(exemplar_images(names) if names else [], "exemplar image")
+    plan.inputs_from(exemplar_images(names), "exemplar image")
     setup.register_inputs(plan)
     setup.plan_text_cache(plan)
     if (ray_address or replicas) and not ray:
